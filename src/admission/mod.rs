@@ -1,0 +1,53 @@
+//! The admission decision: AdmissionReview bytes in, AdmissionReview bytes out. Knows
+//! nothing of HTTP or TLS; the server and the CLI both enter here.
+
+pub mod mutate;
+pub mod pod;
+pub mod request;
+pub mod validate;
+pub mod warnings;
+
+use crate::config::Config;
+pub use mutate::{NamespaceFacts, PodPlan};
+pub use request::{AdmissionRequest, ReviewError, Verdict, parse_review, response_json};
+
+/// Which webhook a review was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// A decided review: the verdict plus what callers log and count.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub verdict: Verdict,
+    /// Present for mutations that planned changes (secrets added, pull policies forced).
+    pub plan: Option<PodPlan>,
+}
+
+/// The pure decision for one parsed request.
+pub fn decide(endpoint: Endpoint, req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> Decided {
+    let (mut verdict, plan) = match endpoint {
+        Endpoint::Mutate => mutate::mutate(req, cfg, facts),
+        Endpoint::Validate => (validate::validate(req, cfg, facts), None),
+    };
+    verdict.warnings = warnings::shape(std::mem::take(&mut verdict.warnings));
+    Decided { verdict, plan }
+}
+
+/// Bytes in, bytes out: what `/mutate`, `/validate` and `review` all run.
+pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config, facts: &NamespaceFacts) -> Result<Vec<u8>, ReviewError> {
+    let (api_version, req) = parse_review(body)?;
+    let d = decide(endpoint, &req, cfg, facts);
+    Ok(response_json(&api_version, &req.uid, &d.verdict))
+}

@@ -1,0 +1,329 @@
+//! The mutating decision: which pull secrets a pod needs, which images must be pulled
+//! `Always`, and the JSON patch that gets there. Pure: request + config + what is known
+//! about the namespace in, verdict out.
+
+use std::collections::{BTreeMap, HashSet};
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+use kube::core::admission::Operation;
+use serde_json::{Value, json};
+
+use super::pod::{PodView, Site, SiteKind};
+use super::request::{AdmissionRequest, Verdict};
+use crate::config::{Config, PullScope};
+use crate::image::{self, ImageRef};
+
+/// Pod annotation recording which secrets this tool added.
+pub const INJECTED_ANNOTATION: &str = "pullsecret-injector.io/injected";
+/// Pod annotation a tenant sets to `"false"` to opt out.
+pub const OPT_OUT_ANNOTATION: &str = "pullsecret-injector.io/inject";
+/// Set by kubelets on mirror pods of static manifests.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// What the webhook knows about the pod's namespace beyond its name. Everything is
+/// optional: without cluster access nothing is known, and decisions must still be sound.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFacts {
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Names of the pull secrets that exist in the namespace, when known.
+    pub secrets: Option<HashSet<String>>,
+}
+
+/// Registry entries (indexes into `cfg.registries`) whose patterns match `img` and whose
+/// namespace scope contains `ns`.
+pub fn entries_for(cfg: &Config, img: &ImageRef, ns: &str, facts: &NamespaceFacts) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    cfg.matcher.for_each_match(img, |_, &i| {
+        if !out.contains(&i) && cfg.registries[i].namespaces.contains(ns, facts.labels.as_ref()) {
+            out.push(i);
+        }
+    });
+    out
+}
+
+/// The changes one pod (or pod template) needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodPlan {
+    /// Secrets to add, in the order first needed, none already present.
+    pub add_secrets: Vec<String>,
+    /// `(secret, registry entry name)` for each added secret, for logs and metrics.
+    pub added_by: Vec<(String, String)>,
+    /// Sites whose pull policy must become `Always` (tokens relative to the spec).
+    pub force_always: Vec<Vec<String>>,
+    pub warnings: Vec<String>,
+    /// The complete `spec.imagePullSecrets` after the change (existing entries verbatim).
+    merged_secrets: Vec<Value>,
+    /// The new value of the injected annotation, and whether an annotations map exists.
+    annotation: Option<String>,
+    has_annotations: bool,
+    has_metadata: bool,
+}
+
+impl PodPlan {
+    pub fn is_empty(&self) -> bool {
+        self.add_secrets.is_empty() && self.force_always.is_empty()
+    }
+
+    /// RFC 6902 operations; `base` is the path of the pod object (empty for a Pod,
+    /// `["spec","template"]` for a Deployment…). Each op either adds a whole field that
+    /// may be absent or replaces one that exists, so the patch applies whatever the pod
+    /// looked like, and re-running on the result yields nothing.
+    pub fn patch(&self, base: &[&str]) -> Vec<PatchOperation> {
+        let ptr = |rest: &[&str]| PointerBuf::from_tokens(base.iter().chain(rest.iter()).copied());
+        let mut ops = Vec::new();
+        if !self.add_secrets.is_empty() {
+            ops.push(add(
+                ptr(&["spec", "imagePullSecrets"]),
+                Value::Array(self.merged_secrets.clone()),
+            ));
+        }
+        for tokens in &self.force_always {
+            let mut p = ptr(&["spec"]);
+            for t in tokens {
+                p.push_back(t.as_str());
+            }
+            ops.push(add(p, json!("Always")));
+        }
+        if let Some(value) = &self.annotation {
+            if self.has_annotations {
+                ops.push(add(ptr(&["metadata", "annotations", INJECTED_ANNOTATION]), json!(value)));
+            } else if self.has_metadata {
+                ops.push(add(
+                    ptr(&["metadata", "annotations"]),
+                    json!({ INJECTED_ANNOTATION: value }),
+                ));
+            } else {
+                ops.push(add(
+                    ptr(&["metadata"]),
+                    json!({ "annotations": { INJECTED_ANNOTATION: value } }),
+                ));
+            }
+        }
+        ops
+    }
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// Whether an image's pull policy must be forced, given the registries it matched.
+fn wants_always(cfg: &Config, matched: &[usize]) -> bool {
+    match cfg.always_pull {
+        PullScope::All => true,
+        PullScope::Private if !matched.is_empty() => true,
+        _ => matched.iter().any(|&i| cfg.registries[i].always_pull),
+    }
+}
+
+fn invalid_image_warning(site: &Site, err: &image::ImageError) -> String {
+    format!(
+        "{} image {:?} is not a valid image reference ({err}); no pull secret injected",
+        site.describe(),
+        site.image
+    )
+}
+
+/// Plans the changes for a pod being created (or a template that will create pods).
+pub fn plan_pod(
+    pod: &PodView,
+    ns: &str,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Result<PodPlan, super::pod::PodShapeError> {
+    let mut plan = PodPlan {
+        has_annotations: pod.has_annotations(),
+        has_metadata: pod.metadata.is_some(),
+        ..Default::default()
+    };
+    let existing = pod.pull_secret_names()?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for site in pod.sites()? {
+        let matched = match image::parse(site.image) {
+            Ok(img) => entries_for(cfg, &img, ns, facts),
+            Err(e) => {
+                plan.warnings.push(invalid_image_warning(&site, &e));
+                Vec::new()
+            }
+        };
+        for &i in &matched {
+            let r = &cfg.registries[i];
+            if wanted.iter().any(|(s, _)| s == &r.secret) || existing.contains(&r.secret.as_str()) {
+                continue;
+            }
+            let missing = facts.secrets.as_ref().is_some_and(|s| !s.contains(&r.secret));
+            if cfg.inject_only_if_present && missing && r.source.is_none() {
+                plan.warnings.push(format!(
+                    "imagePullSecret {:?} (registry {}) does not exist in namespace {ns}; not injected",
+                    r.secret, r.name
+                ));
+                continue;
+            }
+            wanted.push((r.secret.clone(), r.name.clone()));
+        }
+        if wants_always(cfg, &matched) && site.pull_policy != Some("Always") {
+            plan.force_always.push(site.policy_tokens());
+        }
+    }
+    if !wanted.is_empty() {
+        plan.merged_secrets = pod.pull_secrets()?.to_vec();
+        plan.merged_secrets
+            .extend(wanted.iter().map(|(s, _)| json!({ "name": s })));
+        let mut recorded: Vec<&str> = pod
+            .annotation(INJECTED_ANNOTATION)
+            .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        for (s, _) in &wanted {
+            if !recorded.contains(&s.as_str()) {
+                recorded.push(s);
+            }
+        }
+        plan.annotation = Some(recorded.join(","));
+        plan.add_secrets = wanted.iter().map(|(s, _)| s.clone()).collect();
+        plan.added_by = wanted;
+    }
+    Ok(plan)
+}
+
+/// Why a pod was left alone, for logs.
+pub fn skip_reason(pod: &PodView, ns: &str, cfg: &Config) -> Option<&'static str> {
+    if cfg.is_namespace_excluded(ns) {
+        Some("namespace excluded")
+    } else if pod.annotation(OPT_OUT_ANNOTATION) == Some("false") {
+        Some("opted out by annotation")
+    } else if pod.annotation(MIRROR_ANNOTATION).is_some() {
+        Some("mirror pod")
+    } else {
+        None
+    }
+}
+
+/// The `/mutate` decision. Never denies: a mutator that denies turns its own bugs into
+/// outages; enforcement is the validating endpoint's job.
+pub fn mutate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (Verdict, Option<PodPlan>) {
+    let mut verdict = Verdict::allow();
+    if !req.is_core_pod() {
+        return (verdict, None);
+    }
+    let Some(obj) = req.object.as_ref() else {
+        return (verdict, None);
+    };
+    let ns = req.namespace();
+    let pod = match PodView::new(obj) {
+        Ok(p) => p,
+        Err(e) => {
+            verdict.warnings.push(format!("pullsecret-injector could not read the pod: {e}"));
+            return (verdict, None);
+        }
+    };
+    if skip_reason(&pod, ns, cfg).is_some() {
+        return (verdict, None);
+    }
+    let result = match (&req.operation, req.sub_resource()) {
+        (Operation::Create, "") => plan_pod(&pod, ns, cfg, facts),
+        (Operation::Update, "ephemeralcontainers") => {
+            plan_ephemeral(&pod, req.old_object.as_ref(), ns, cfg, facts)
+        }
+        _ => return (verdict, None),
+    };
+    match result {
+        Ok(plan) => {
+            verdict.patch = plan.patch(&[]);
+            verdict.warnings.extend(plan.warnings.iter().cloned());
+            if !plan.add_secrets.is_empty() {
+                verdict
+                    .audit_annotations
+                    .insert("injected-secrets".into(), plan.add_secrets.join(","));
+            }
+            if !plan.force_always.is_empty() {
+                let sites: Vec<String> = plan.force_always.iter().map(|t| t[..2].join("/")).collect();
+                verdict.audit_annotations.insert("forced-always-pull".into(), sites.join(","));
+            }
+            (verdict, Some(plan))
+        }
+        Err(e) => {
+            verdict.warnings.push(format!("pullsecret-injector could not read the pod: {e}"));
+            (verdict, None)
+        }
+    }
+}
+
+/// Names of ephemeral containers already present before this update.
+pub fn old_ephemeral_names(old: Option<&Value>) -> HashSet<String> {
+    old.and_then(|o| o.pointer("/spec/ephemeralContainers"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sites of ephemeral containers added by this update (the API server rejects changes to
+/// existing ones, so only new ones may be touched).
+pub fn new_ephemeral_sites<'a>(
+    pod: &PodView<'a>,
+    old: Option<&Value>,
+) -> Result<Vec<Site<'a>>, super::pod::PodShapeError> {
+    let before = old_ephemeral_names(old);
+    let mut sites = Vec::new();
+    pod.sites_of(SiteKind::EphemeralContainer, &mut sites)?;
+    sites.retain(|s| !before.contains(s.name));
+    Ok(sites)
+}
+
+/// Warnings for new ephemeral containers whose registry needs a secret the pod lacks: it
+/// cannot be added after creation, so the debug container's pull would fail.
+pub fn missing_secret_warnings(
+    pod: &PodView,
+    sites: &[Site],
+    ns: &str,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Vec<String> {
+    let have = pod.pull_secret_names().unwrap_or_default();
+    let mut out = Vec::new();
+    for site in sites {
+        let Ok(img) = image::parse(site.image) else { continue };
+        for i in entries_for(cfg, &img, ns, facts) {
+            let r = &cfg.registries[i];
+            if !have.contains(&r.secret.as_str()) {
+                out.push(format!(
+                    "{} needs imagePullSecret {:?} (registry {}), which the pod lacks; its pull may fail",
+                    site.describe(),
+                    r.secret,
+                    r.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn plan_ephemeral(
+    pod: &PodView,
+    old: Option<&Value>,
+    ns: &str,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Result<PodPlan, super::pod::PodShapeError> {
+    let sites = new_ephemeral_sites(pod, old)?;
+    let mut plan = PodPlan::default();
+    for site in &sites {
+        let matched = match image::parse(site.image) {
+            Ok(img) => entries_for(cfg, &img, ns, facts),
+            Err(e) => {
+                plan.warnings.push(invalid_image_warning(site, &e));
+                Vec::new()
+            }
+        };
+        if wants_always(cfg, &matched) && site.pull_policy != Some("Always") {
+            plan.force_always.push(site.policy_tokens());
+        }
+    }
+    plan.warnings
+        .extend(missing_secret_warnings(pod, &sites, ns, cfg, facts));
+    Ok(plan)
+}

@@ -1,0 +1,197 @@
+//! The AdmissionReview envelope, in and out.
+//!
+//! Field types come from `kube::core` (`GroupVersionKind`, `Operation`, `Status`…), but
+//! the request and response structs are our own equivalents of kube's, for two reasons
+//! the reference notes record: kube's `AdmissionRequest<T>` forces the object through a
+//! typed `ObjectMeta` (dropping fields our patch must not disturb), and kube's
+//! `AdmissionResponse` serialises the patch as a JSON array of numbers (kube-rs#1781)
+//! instead of the documented base64 string.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use json_patch::PatchOperation;
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource, Status};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const V1: &str = "admission.k8s.io/v1";
+pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub request: Option<AdmissionRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub resource: GroupVersionResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub old_object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+impl AdmissionRequest {
+    pub fn is_core_pod(&self) -> bool {
+        self.kind.group.is_empty() && self.kind.kind == "Pod" && self.resource.resource == "pods"
+    }
+
+    pub fn sub_resource(&self) -> &str {
+        self.sub_resource.as_deref().unwrap_or("")
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+
+    /// The namespace from the request, falling back to the object's own.
+    pub fn namespace(&self) -> &str {
+        match self.namespace.as_deref() {
+            Some(ns) if !ns.is_empty() => ns,
+            _ => self
+                .object
+                .as_ref()
+                .and_then(|o| o.pointer("/metadata/namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        }
+    }
+
+    /// `name` or, for controller-created pods (CREATE with generateName), `generateName`.
+    pub fn display_name(&self) -> &str {
+        if !self.name.is_empty() {
+            return &self.name;
+        }
+        self.object
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/generateName"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Why a body is not an AdmissionReview we can answer (answered with HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not a valid AdmissionReview: {0}")]
+    Malformed(String),
+    #[error("unsupported AdmissionReview apiVersion {0:?} (expected admission.k8s.io/v1)")]
+    Version(String),
+    #[error("kind is {0:?}, expected AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    NoUid,
+}
+
+/// Parses a review; v1beta1 is accepted and answered in kind (same shape, and the API
+/// server's v1beta1 path is more lenient, so answering in kind is always safe).
+pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest), ReviewError> {
+    let review: AdmissionReview = serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())
+    })?;
+    if review.api_version != V1 && review.api_version != V1BETA1 {
+        return Err(ReviewError::Version(review.api_version));
+    }
+    if review.kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(review.kind));
+    }
+    let req = review.request.ok_or(ReviewError::NoRequest)?;
+    if req.uid.is_empty() {
+        return Err(ReviewError::NoUid);
+    }
+    Ok((review.api_version, req))
+}
+
+/// The outcome of a decision, before it is wrapped in an envelope.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Set when denied: HTTP-style code and the message the tenant sees.
+    pub denial: Option<(u16, String)>,
+    pub patch: Vec<PatchOperation>,
+    pub warnings: Vec<String>,
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+impl Verdict {
+    pub fn allow() -> Verdict {
+        Verdict {
+            allowed: true,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    warnings: &'a [String],
+}
+
+/// Serialises the response envelope: uid echoed, same apiVersion as the request, the
+/// patch base64-encoded and present (with its type) only when non-empty.
+pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
+    let patch = (!v.patch.is_empty()).then(|| {
+        let bytes = serde_json::to_vec(&v.patch).expect("patch operations always serialise");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    });
+    let status = v.denial.as_ref().map(|(code, message)| {
+        let mut s = Status::failure(message, if *code == 403 { "Forbidden" } else { "BadRequest" });
+        s.code = *code;
+        s
+    });
+    let out = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid,
+            allowed: v.allowed,
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            audit_annotations: &v.audit_annotations,
+            warnings: &v.warnings,
+        },
+    };
+    serde_json::to_vec(&out).expect("response always serialises")
+}

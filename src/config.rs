@@ -1,0 +1,606 @@
+//! The configuration file: parsed with positions so every complaint names
+//! `FILE:LINE:COL`, validated completely before use, and compiled into the matchers the
+//! admission decision reads. A config is immutable once built; reload swaps a whole new
+//! one in, so a request never sees half of an old and half of a new config.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::matcher::{Matcher, Pattern, glob};
+
+/// `FILE:LINE:COL: reason` — the one error shape `check` prints and reload logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub col: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// When to force `imagePullPolicy: Always`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullScope {
+    #[default]
+    None,
+    /// Images matched by any registry entry in scope.
+    Private,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Warn,
+    Audit,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Enforce => "enforce",
+            PolicyMode::Warn => "warn",
+            PolicyMode::Audit => "audit",
+        }
+    }
+}
+
+// ---------- raw (as written) ----------
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    registries: Vec<S<RawRegistry>>,
+    #[serde(default)]
+    namespaces: Option<RawGlobalNamespaces>,
+    #[serde(default)]
+    always_pull_images: PullScope,
+    #[serde(default)]
+    inject_only_if_present: bool,
+    #[serde(default)]
+    repair_stuck_pods: bool,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRegistry {
+    name: S<String>,
+    #[serde(rename = "match")]
+    patterns: S<Vec<S<String>>>,
+    secret: S<String>,
+    #[serde(default)]
+    always_pull: bool,
+    #[serde(default)]
+    namespaces: Option<RawScope>,
+    #[serde(default)]
+    source: Option<S<RawSecretRef>>,
+    #[serde(default)]
+    service_accounts: Vec<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    namespace: S<String>,
+    name: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    #[serde(default)]
+    include: Vec<S<String>>,
+    #[serde(default)]
+    exclude: Vec<S<String>>,
+    #[serde(default)]
+    selector: Option<S<LabelSelector>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobalNamespaces {
+    #[serde(default)]
+    exclude: Vec<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPolicy {
+    #[serde(default)]
+    mode: PolicyMode,
+    #[serde(default)]
+    allow: Option<Vec<S<String>>>,
+    #[serde(default)]
+    deny: Vec<S<String>>,
+    #[serde(default)]
+    require_always_pull: PullScope,
+    #[serde(default)]
+    exempt_namespaces: Vec<S<String>>,
+    #[serde(default)]
+    overrides: Vec<S<RawOverride>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOverride {
+    namespaces: S<Vec<S<String>>>,
+    #[serde(default)]
+    mode: Option<PolicyMode>,
+    #[serde(default)]
+    allow: Option<Vec<S<String>>>,
+    #[serde(default)]
+    deny: Option<Vec<S<String>>>,
+    #[serde(default)]
+    require_always_pull: Option<PullScope>,
+}
+
+// ---------- compiled ----------
+
+/// Namespace globs plus an optional label selector; all given conditions must hold.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceScope {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub selector: Option<LabelSelector>,
+    compiled_selector: Option<Selector>,
+}
+
+impl NamespaceScope {
+    /// `labels` is `None` when the namespace's labels are unknown (no cluster access);
+    /// a selector then counts as satisfied, because injecting a reference to a secret that
+    /// turns out not to be needed is harmless while omitting a needed one breaks pulls.
+    pub fn contains(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        if !self.include.is_empty() && !self.include.iter().any(|g| glob(g, namespace)) {
+            return false;
+        }
+        if self.exclude.iter().any(|g| glob(g, namespace)) {
+            return false;
+        }
+        match (&self.compiled_selector, labels) {
+            (Some(sel), Some(l)) => sel.matches(l),
+            _ => true,
+        }
+    }
+
+    /// True when membership depends on namespace labels.
+    pub fn has_selector(&self) -> bool {
+        self.compiled_selector.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub name: String,
+    pub patterns: Vec<Pattern>,
+    pub secret: String,
+    pub always_pull: bool,
+    pub namespaces: NamespaceScope,
+    pub source: Option<SecretRef>,
+    pub service_accounts: Vec<String>,
+}
+
+/// One set of registry rules (global, or an override's merged result).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub mode: PolicyMode,
+    /// `None` = every registry is allowed (only `deny` applies).
+    pub allow: Option<Matcher<()>>,
+    pub deny: Matcher<()>,
+    pub require_always_pull: PullScope,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub global: Rules,
+    pub exempt_namespaces: Vec<String>,
+    /// Namespace globs → rules; first match wins.
+    pub overrides: Vec<(Vec<String>, Rules)>,
+}
+
+impl Policy {
+    /// The rules for a namespace, or `None` when it is exempt.
+    pub fn rules_for(&self, namespace: &str) -> Option<&Rules> {
+        if self.exempt_namespaces.iter().any(|g| glob(g, namespace)) {
+            return None;
+        }
+        Some(
+            self.overrides
+                .iter()
+                .find(|(globs, _)| globs.iter().any(|g| glob(g, namespace)))
+                .map_or(&self.global, |(_, r)| r),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub registries: Vec<Registry>,
+    /// Pattern → index into `registries`.
+    pub matcher: Matcher<usize>,
+    pub exclude_namespaces: Vec<String>,
+    pub always_pull: PullScope,
+    pub inject_only_if_present: bool,
+    pub repair_stuck_pods: bool,
+    pub policy: Option<Policy>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            col: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses YAML (JSON is YAML, so both are accepted). `file` is used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            return Err(ConfigError {
+                file: file.into(),
+                line: 1,
+                col: 1,
+                reason: "config is empty (expected at least `registries:`)".into(),
+            });
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| {
+                let loc = e.location();
+                ConfigError {
+                    file: file.into(),
+                    line: loc.map_or(0, |l| l.line()),
+                    col: loc.map_or(0, |l| l.column()),
+                    reason: one_line(&e.without_snippet().to_string()),
+                }
+            })?
+        };
+        Compiler { file }.compile(raw)
+    }
+
+    pub fn is_namespace_excluded(&self, namespace: &str) -> bool {
+        self.exclude_namespaces.iter().any(|g| glob(g, namespace))
+    }
+}
+
+/// serde-saphyr's messages may span lines and repeat the position; keep the reason only.
+fn one_line(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    let first = match first.find(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    first.trim_end_matches('.').to_string()
+}
+
+struct Compiler<'a> {
+    file: &'a str,
+}
+
+impl Compiler<'_> {
+    fn err<T>(&self, s: &S<T>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.into(),
+            line: s.referenced.line(),
+            col: s.referenced.column(),
+            reason: reason.into(),
+        }
+    }
+
+    fn compile(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut registries = Vec::new();
+        let mut matcher = Matcher::new();
+        let mut names = HashSet::new();
+        for (i, r) in raw.registries.iter().enumerate() {
+            let reg = self.registry(i, r, &mut names)?;
+            for p in &reg.patterns {
+                matcher.insert(p.clone(), i);
+            }
+            registries.push(reg);
+        }
+        let exclude_namespaces = match &raw.namespaces {
+            Some(n) => self.globs(&n.exclude, "namespaces.exclude")?,
+            None => Vec::new(),
+        };
+        let policy = raw.policy.as_ref().map(|p| self.policy(p)).transpose()?;
+        Ok(Config {
+            registries,
+            matcher,
+            exclude_namespaces,
+            always_pull: raw.always_pull_images,
+            inject_only_if_present: raw.inject_only_if_present,
+            repair_stuck_pods: raw.repair_stuck_pods,
+            policy,
+        })
+    }
+
+    fn registry(
+        &self,
+        i: usize,
+        r: &S<RawRegistry>,
+        names: &mut HashSet<String>,
+    ) -> Result<Registry, ConfigError> {
+        let v = &r.value;
+        let field = |f: &str| format!("registries[{i}].{f}");
+        if !is_label_value(&v.name.value) {
+            return Err(self.err(
+                &v.name,
+                format!(
+                    "{}: {:?} must be 1-63 characters of a-z, 0-9, '-', '_' or '.'",
+                    field("name"),
+                    v.name.value
+                ),
+            ));
+        }
+        if !names.insert(v.name.value.clone()) {
+            return Err(self.err(
+                &v.name,
+                format!("{}: duplicate registry name {:?}", field("name"), v.name.value),
+            ));
+        }
+        if v.patterns.value.is_empty() {
+            return Err(self.err(&v.patterns, format!("{}: at least one pattern is required", field("match"))));
+        }
+        let mut patterns = Vec::new();
+        for p in &v.patterns.value {
+            let pat = Pattern::parse(&p.value)
+                .map_err(|e| self.err(p, format!("{}: {e}", field("match"))))?;
+            patterns.push(pat);
+        }
+        check_dns_subdomain(&v.secret.value)
+            .map_err(|why| self.err(&v.secret, format!("{}: {why}", field("secret"))))?;
+        let namespaces = match &v.namespaces {
+            Some(s) => self.scope(s, &field("namespaces"))?,
+            None => NamespaceScope::default(),
+        };
+        let source = match &v.source {
+            Some(s) => {
+                check_dns_label(&s.value.namespace.value).map_err(|why| {
+                    self.err(&s.value.namespace, format!("{}: {why}", field("source.namespace")))
+                })?;
+                check_dns_subdomain(&s.value.name.value).map_err(|why| {
+                    self.err(&s.value.name, format!("{}: {why}", field("source.name")))
+                })?;
+                Some(SecretRef {
+                    namespace: s.value.namespace.value.clone(),
+                    name: s.value.name.value.clone(),
+                })
+            }
+            None => None,
+        };
+        let mut service_accounts = Vec::new();
+        for sa in &v.service_accounts {
+            check_dns_subdomain(&sa.value)
+                .map_err(|why| self.err(sa, format!("{}: {why}", field("serviceAccounts"))))?;
+            service_accounts.push(sa.value.clone());
+        }
+        Ok(Registry {
+            name: v.name.value.clone(),
+            patterns,
+            secret: v.secret.value.clone(),
+            always_pull: v.always_pull,
+            namespaces,
+            source,
+            service_accounts,
+        })
+    }
+
+    fn scope(&self, s: &RawScope, field: &str) -> Result<NamespaceScope, ConfigError> {
+        let (selector, compiled_selector) = match &s.selector {
+            Some(sel) => {
+                let compiled = Selector::try_from(sel.value.clone())
+                    .map_err(|e| self.err(sel, format!("{field}.selector: {e}")))?;
+                (Some(sel.value.clone()), Some(compiled))
+            }
+            None => (None, None),
+        };
+        Ok(NamespaceScope {
+            include: self.globs(&s.include, &format!("{field}.include"))?,
+            exclude: self.globs(&s.exclude, &format!("{field}.exclude"))?,
+            selector,
+            compiled_selector,
+        })
+    }
+
+    /// Namespace globs: namespace-name characters plus `*`.
+    fn globs(&self, globs: &[S<String>], field: &str) -> Result<Vec<String>, ConfigError> {
+        globs
+            .iter()
+            .map(|g| {
+                let ok = !g.value.is_empty()
+                    && g.value.len() <= 63
+                    && g.value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
+                if ok {
+                    Ok(g.value.clone())
+                } else {
+                    Err(self.err(
+                        g,
+                        format!("{field}: {:?} is not a namespace name or glob (a-z, 0-9, '-', '*')", g.value),
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    fn patterns(&self, list: &[S<String>], field: &str) -> Result<Matcher<()>, ConfigError> {
+        let mut m = Matcher::new();
+        for p in list {
+            let pat = Pattern::parse(&p.value).map_err(|e| self.err(p, format!("{field}: {e}")))?;
+            m.insert(pat, ());
+        }
+        Ok(m)
+    }
+
+    fn policy(&self, p: &RawPolicy) -> Result<Policy, ConfigError> {
+        let global = Rules {
+            mode: p.mode,
+            allow: p
+                .allow
+                .as_ref()
+                .map(|a| self.patterns(a, "policy.allow"))
+                .transpose()?,
+            deny: self.patterns(&p.deny, "policy.deny")?,
+            require_always_pull: p.require_always_pull,
+        };
+        let mut overrides = Vec::new();
+        for (i, o) in p.overrides.iter().enumerate() {
+            let f = format!("policy.overrides[{i}]");
+            let o = &o.value;
+            if o.namespaces.value.is_empty() {
+                return Err(self.err(&o.namespaces, format!("{f}.namespaces: at least one namespace glob is required")));
+            }
+            let globs = self.globs(&o.namespaces.value, &format!("{f}.namespaces"))?;
+            let rules = Rules {
+                mode: o.mode.unwrap_or(global.mode),
+                allow: match &o.allow {
+                    Some(a) => Some(self.patterns(a, &format!("{f}.allow"))?),
+                    None => global.allow.clone(),
+                },
+                deny: match &o.deny {
+                    Some(d) => self.patterns(d, &format!("{f}.deny"))?,
+                    None => global.deny.clone(),
+                },
+                require_always_pull: o.require_always_pull.unwrap_or(global.require_always_pull),
+            };
+            overrides.push((globs, rules));
+        }
+        Ok(Policy {
+            global,
+            exempt_namespaces: self.globs(&p.exempt_namespaces, "policy.exemptNamespaces")?,
+            overrides,
+        })
+    }
+}
+
+fn is_label_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+/// RFC 1123 subdomain, what Kubernetes requires of Secret and ServiceAccount names.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("{s:?} must be 1-253 characters"));
+    }
+    for label in s.split('.') {
+        check_dns_label(label).map_err(|_| {
+            format!("{s:?} is not a valid Kubernetes name (lower-case alphanumerics, '-' and '.')")
+        })?;
+    }
+    Ok(())
+}
+
+/// RFC 1123 label, what Kubernetes requires of namespace names.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid namespace name (1-63 lower-case alphanumerics or '-')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "c.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let c = Config::parse(include_str!("../examples/config.yaml"), "examples/config.yaml").unwrap();
+        assert!(!c.registries.is_empty());
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let c = Config::parse(
+            r#"{"registries":[{"name":"g","match":["ghcr.io/acme"],"secret":"g"}],"alwaysPullImages":"all"}"#,
+            "c.json",
+        )
+        .unwrap();
+        assert_eq!(c.always_pull, PullScope::All);
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_field() {
+        let e = err("registries:\n  - name: a\n    match: [ghcr.io]\n    secret: s\n  - name: a\n    match: [quay.io]\n    secret: t\n");
+        assert_eq!(e, "c.yaml:5:11: registries[1].name: duplicate registry name \"a\"");
+        let e = err("registries:\n  - name: a\n    match:\n      - ghcr.io\n      - library/nginx\n    secret: s\n");
+        assert!(e.starts_with("c.yaml:5:9: registries[0].match: invalid registry pattern \"library/nginx\""), "{e}");
+        let e = err("registries:\n  - name: a\n    match: [ghcr.io]\n    secret: Bad_Name\n");
+        assert!(e.starts_with("c.yaml:4:13: registries[0].secret:"), "{e}");
+    }
+
+    #[test]
+    fn serde_errors_have_positions() {
+        let e = err("registries: []\nalwaysPullImages: sometimes\n");
+        assert!(e.starts_with("c.yaml:2:"), "{e}");
+        assert!(e.contains("sometimes"), "{e}");
+        let e = err("registries:\n  - name: a\n    matches: [x.io]\n    secret: s\n");
+        assert!(e.starts_with("c.yaml:3:"), "{e}");
+        assert!(e.contains("matches"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = err("registries: [\n");
+        assert!(e.starts_with("c.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn scope_and_policy() {
+        let c = Config::parse(
+            "registries:\n  - name: a\n    match: [ghcr.io]\n    secret: s\n    namespaces: {include: [\"team-*\"], exclude: [team-legacy], selector: {matchLabels: {x: y}}}\npolicy:\n  mode: warn\n  allow: [\"*\"]\n  exemptNamespaces: [kube-system]\n  overrides:\n    - namespaces: [\"prod-*\"]\n      mode: enforce\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let s = &c.registries[0].namespaces;
+        let labels: BTreeMap<String, String> = [("x".to_string(), "y".to_string())].into();
+        assert!(s.contains("team-a", Some(&labels)));
+        assert!(s.contains("team-a", None));
+        assert!(!s.contains("team-a", Some(&BTreeMap::new())));
+        assert!(!s.contains("team-legacy", Some(&labels)));
+        assert!(!s.contains("other", Some(&labels)));
+        let p = c.policy.unwrap();
+        assert!(p.rules_for("kube-system").is_none());
+        assert_eq!(p.rules_for("prod-1").unwrap().mode, PolicyMode::Enforce);
+        assert_eq!(p.rules_for("dev").unwrap().mode, PolicyMode::Warn);
+    }
+}

@@ -1,0 +1,395 @@
+//! Image references parsed the way the kubelet and container runtimes parse them
+//! (`distribution/reference` `ParseNormalizedNamed`), so that "which registry does this
+//! image come from" has exactly one answer across the webhook, the kubelet and policy.
+//!
+//! The parser is hand-written rather than regex-based: the grammar is small, the
+//! normalisation steps are order-sensitive (single-component names go to Docker Hub
+//! before any host detection), and the hot path must not allocate more than the
+//! result it returns.
+
+use std::fmt;
+
+/// A parsed, normalised image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host with optional port, case preserved (`docker.io`, `localhost:5000`, `[::1]:5000`).
+    pub domain: String,
+    /// Repository path below the registry (`library/nginx`).
+    pub path: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// The normalised name the kubelet uses for credential lookup (no tag, no digest).
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.domain, self.path)
+    }
+
+    /// Host part of the domain, without port (brackets kept for IPv6).
+    pub fn host(&self) -> &str {
+        split_host_port(&self.domain).0
+    }
+
+    /// Port of the domain, if one was written. Never defaulted: `ghcr.io` ≠ `ghcr.io:443`.
+    pub fn port(&self) -> Option<&str> {
+        split_host_port(&self.domain).1
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.path)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a reference was rejected; messages follow the wording of `distribution/reference`
+/// where one exists, so users can search for them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("empty image reference")]
+    Empty,
+    #[error("image reference has leading or trailing whitespace")]
+    Whitespace,
+    #[error("cannot specify 64-byte hexadecimal strings as an image reference")]
+    HexOnly,
+    #[error("repository name must be lowercase")]
+    Uppercase,
+    #[error("invalid registry host {0:?}")]
+    InvalidDomain(String),
+    #[error("invalid repository path component {0:?}")]
+    InvalidComponent(String),
+    #[error("repository name must not be longer than 255 characters")]
+    NameTooLong,
+    #[error("invalid tag {0:?}")]
+    InvalidTag(String),
+    #[error("invalid digest {0:?}")]
+    InvalidDigest(String),
+    #[error("unsupported digest algorithm {0:?}")]
+    UnsupportedDigest(String),
+    #[error("registry host {0:?} is ambiguous (upper-case first component)")]
+    AmbiguousDomain(String),
+}
+
+/// Splits `host[:port]`, understanding bracketed IPv6 hosts.
+pub fn split_host_port(domain: &str) -> (&str, Option<&str>) {
+    if domain.starts_with('[') {
+        if let Some(end) = domain.find(']') {
+            let (h, rest) = domain.split_at(end + 1);
+            return (h, rest.strip_prefix(':'));
+        }
+        return (domain, None);
+    }
+    match domain.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (domain, None),
+    }
+}
+
+/// Parses and normalises an image reference exactly like `ParseNormalizedNamed`.
+///
+/// One deliberate difference: an upper-case first component (`Myuser/app`) is parsed by
+/// current `distribution/reference` as a registry host, but older kubelets parsed it as a
+/// Docker Hub name and then failed. Since the answer depends on the node's version, it is
+/// reported as ambiguous instead of guessed.
+pub fn parse(input: &str) -> Result<ImageRef, ImageError> {
+    if input.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if input.trim() != input {
+        return Err(ImageError::Whitespace);
+    }
+    if input.len() == 64 && input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ImageError::HexOnly);
+    }
+
+    // Split off the digest first: '@' cannot occur elsewhere in a valid reference.
+    let (name_tag, digest) = match input.split_once('@') {
+        Some((n, d)) => (n, Some(parse_digest(d)?)),
+        None => (input, None),
+    };
+
+    // Domain detection happens on the first '/'-separated component, before the tag is
+    // split off, exactly as `splitDockerDomain` does.
+    let (domain, remainder) = match name_tag.split_once('/') {
+        None => ("docker.io", name_tag),
+        Some((first, rest)) => {
+            if first == "localhost" || first.contains('.') || first.contains(':') {
+                (if first == "index.docker.io" { "docker.io" } else { first }, rest)
+            } else if first.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(ImageError::AmbiguousDomain(first.to_string()));
+            } else {
+                ("docker.io", name_tag)
+            }
+        }
+    };
+
+    // The tag is after the last ':' of the remainder (the remainder has no port).
+    let (repo, tag) = match remainder.rsplit_once(':') {
+        Some((r, t)) => (r, Some(t)),
+        None => (remainder, None),
+    };
+    if let Some(t) = tag {
+        validate_tag(t)?;
+    }
+    if repo.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ImageError::Uppercase);
+    }
+    validate_domain(domain)?;
+    for component in repo.split('/') {
+        validate_component(component)?;
+    }
+    if repo.len() > 255 {
+        return Err(ImageError::NameTooLong);
+    }
+
+    let path = if domain == "docker.io" && !repo.contains('/') {
+        format!("library/{repo}")
+    } else {
+        repo.to_string()
+    };
+    Ok(ImageRef {
+        domain: domain.to_string(),
+        path,
+        tag: tag.map(str::to_string),
+        digest,
+    })
+}
+
+fn validate_domain(domain: &str) -> Result<(), ImageError> {
+    let bad = || ImageError::InvalidDomain(domain.to_string());
+    let (host, port) = split_host_port(domain);
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or_else(bad)?;
+        // Zone ids are not allowed by the grammar; the address itself must be IPv6.
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(bad()),
+        };
+    }
+    if host.is_empty() {
+        return Err(bad());
+    }
+    for label in host.split('.') {
+        let b = label.as_bytes();
+        let ok = !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+ (separator [a-z0-9]+)*` with separators `.`, `_`, `__`, `-+`.
+fn validate_component(c: &str) -> Result<(), ImageError> {
+    let bad = || ImageError::InvalidComponent(c.to_string());
+    let b = c.as_bytes();
+    if b.is_empty() {
+        return Err(bad());
+    }
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        // a run of alphanumerics
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return Err(bad());
+        }
+        if i == b.len() {
+            return Ok(());
+        }
+        // a separator
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += 1;
+                if i < b.len() && b[i] == b'_' {
+                    i += 1;
+                }
+            }
+            b'-' => {
+                while i < b.len() && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+}
+
+fn validate_tag(t: &str) -> Result<(), ImageError> {
+    let b = t.as_bytes();
+    let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && word(b[0])
+        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::InvalidTag(t.to_string()))
+    }
+}
+
+/// go-digest `Parse`: only registered algorithms, lower-case hex of the exact length.
+fn parse_digest(d: &str) -> Result<String, ImageError> {
+    let (alg, hex) = d
+        .split_once(':')
+        .ok_or_else(|| ImageError::InvalidDigest(d.to_string()))?;
+    let want = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => {
+            let grammar_ok = !alg.is_empty() && alg.as_bytes()[0].is_ascii_alphabetic();
+            return Err(if grammar_ok && hex.len() >= 32 {
+                ImageError::UnsupportedDigest(alg.to_string())
+            } else {
+                ImageError::InvalidDigest(d.to_string())
+            });
+        }
+    };
+    let ok = hex.len() == want && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        Ok(d.to_string())
+    } else {
+        Err(ImageError::InvalidDigest(d.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// Vectors from `shared/reference/kubernetes.md` §1.3 (numbers in comments), plus ours.
+    #[test]
+    fn valid_vectors() {
+        let h512 = H.repeat(2);
+        let tag128 = "t".repeat(128);
+        let cases: Vec<(String, &str, &str, Option<&str>, Option<String>)> = vec![
+            ("nginx".into(), "docker.io", "library/nginx", None, None), // 1
+            ("nginx:1.25".into(), "docker.io", "library/nginx", Some("1.25"), None), // 2
+            ("library/nginx".into(), "docker.io", "library/nginx", None, None), // 3
+            ("docker.io/nginx".into(), "docker.io", "library/nginx", None, None), // 4
+            ("index.docker.io/nginx".into(), "docker.io", "library/nginx", None, None), // 5
+            ("index.docker.io/library/nginx".into(), "docker.io", "library/nginx", None, None), // 6
+            ("registry-1.docker.io/nginx".into(), "registry-1.docker.io", "nginx", None, None), // 7
+            ("myuser/app".into(), "docker.io", "myuser/app", None, None), // 8
+            ("localhost/app".into(), "localhost", "app", None, None), // 9
+            ("localhost:5000/app".into(), "localhost:5000", "app", None, None), // 10
+            ("localhost:5000".into(), "docker.io", "library/localhost", Some("5000"), None), // 11
+            ("localhost".into(), "docker.io", "library/localhost", None, None), // 12
+            ("example.com".into(), "docker.io", "library/example.com", None, None), // 13
+            ("gcr.io:v1".into(), "docker.io", "library/gcr.io", Some("v1"), None), // 14
+            ("reg:5000/app".into(), "reg:5000", "app", None, None), // 15
+            (format!("my.reg:443/a/b@sha256:{H}"), "my.reg:443", "a/b", None, Some(format!("sha256:{H}"))), // 16
+            (format!("my.reg:443/a/b:v1@sha256:{H}"), "my.reg:443", "a/b", Some("v1"), Some(format!("sha256:{H}"))), // 17
+            (format!("nginx:latest@sha256:{H}"), "docker.io", "library/nginx", Some("latest"), Some(format!("sha256:{H}"))), // 18
+            (format!("nginx@sha256:{H}"), "docker.io", "library/nginx", None, Some(format!("sha256:{H}"))), // 19
+            ("[::1]:5000/x".into(), "[::1]:5000", "x", None, None), // 20
+            ("[::1]/x".into(), "[::1]", "x", None, None), // 21
+            ("127.0.0.1:5000/x:1".into(), "127.0.0.1:5000", "x", Some("1"), None), // 22
+            ("Registry.Example.com/app".into(), "Registry.Example.com", "app", None, None), // 23
+            ("quay.io/a/b/c/d".into(), "quay.io", "a/b/c/d", None, None), // 25
+            ("nginx:V1".into(), "docker.io", "library/nginx", Some("V1"), None), // 26
+            (format!("sha256:{H}"), "docker.io", "library/sha256", Some(H), None), // 27
+            ("a__b/c---d".into(), "docker.io", "a__b/c---d", None, None), // 28
+            (format!("nginx@sha512:{h512}"), "docker.io", "library/nginx", None, Some(format!("sha512:{h512}"))), // 29
+            (format!("nginx:{tag128}"), "docker.io", "library/nginx", Some(tag128.as_str()), None), // 31
+            ("demo-tcr.tencentcloudcr.com/docker/getting-started:latest".into(), "demo-tcr.tencentcloudcr.com", "docker/getting-started", Some("latest"), None),
+            ("ghcr.io:443/acme/app".into(), "ghcr.io:443", "acme/app", None, None),
+            ("docker.io/library/nginx:1.25-alpine".into(), "docker.io", "library/nginx", Some("1.25-alpine"), None),
+            ("registry.k8s.io/pause:3.10".into(), "registry.k8s.io", "pause", Some("3.10"), None),
+            ("[2001:db8::1]:5000/team/app:v2".into(), "[2001:db8::1]:5000", "team/app", Some("v2"), None),
+            ("a.b-c/x".into(), "a.b-c", "x", None, None),
+        ];
+        for (input, domain, path, tag, digest) in cases {
+            let r = parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(r.domain, domain, "{input}");
+            assert_eq!(r.path, path, "{input}");
+            assert_eq!(r.tag.as_deref(), tag, "{input}");
+            assert_eq!(r.digest, digest, "{input}");
+        }
+    }
+
+    #[test]
+    fn invalid_vectors() {
+        let upper = H.to_uppercase();
+        let cases: Vec<String> = vec![
+            "ghcr.io/Org/app".into(),
+            "NGINX".into(),
+            "docker.io/Library/nginx".into(),
+            "::1/x".into(),
+            "nginx:".into(),
+            "nginx:tag:x".into(),
+            ":1.0".into(),
+            "nginx@".into(),
+            "app/".into(),
+            "/app".into(),
+            "a//b".into(),
+            "a___b".into(),
+            "-bad.io/app".into(),
+            "nginx:-1".into(),
+            "ex.com:/app".into(),
+            "ex.com:abc/app".into(),
+            " nginx".into(),
+            "nginx ".into(),
+            format!("a.b/c@sha256:{upper}"),
+            format!("nginx@md5:{}", &H[..32]),
+            H.into(),
+            "".into(),
+            "Myuser/app".into(), // 24: ambiguous across kubelet versions
+            "my_reg.io/app".into(), // 30: no valid domain
+            format!("nginx:{}", "t".repeat(129)),
+            format!("nginx@sha256:{}", &H[..63]),
+            format!("x.io/{}", "a".repeat(256)),
+            "[fe80::1%eth0]:5000/x".into(),
+            "[::1:5000/x".into(),
+            "a.b_c/x".into(), // '.' makes it a host, and '_' is not allowed in one
+        ];
+        for input in cases {
+            assert!(parse(&input).is_err(), "{input:?} should be invalid: {:?}", parse(&input));
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        assert_eq!(
+            parse("ghcr.io/Org/app").unwrap_err().to_string(),
+            "repository name must be lowercase"
+        );
+        assert_eq!(
+            parse("nginx@md5:0123456789abcdef0123456789abcdef").unwrap_err(),
+            ImageError::UnsupportedDigest("md5".into())
+        );
+    }
+
+    #[test]
+    fn host_and_port() {
+        let r = parse("[::1]:5000/x").unwrap();
+        assert_eq!((r.host(), r.port()), ("[::1]", Some("5000")));
+        let r = parse("ghcr.io/x").unwrap();
+        assert_eq!((r.host(), r.port()), ("ghcr.io", None));
+        assert_eq!(r.name(), "ghcr.io/x");
+    }
+}

@@ -1,0 +1,11 @@
+//! pullsecret-injector: a Kubernetes admission webhook that adds the `imagePullSecrets`
+//! each Pod's images need, forces `imagePullPolicy: Always` where asked, and enforces
+//! which registries may be used.
+//!
+//! Dependencies point one way: `cli`/`server` → `admission` → `config`/`matcher` → `image`.
+//! Nothing below `admission` does I/O.
+
+pub mod admission;
+pub mod config;
+pub mod image;
+pub mod matcher;

@@ -1,0 +1,460 @@
+//! Registry patterns (`host[:port][/path-prefix]`, `*` globs inside one DNS label) compiled
+//! into an index whose lookup cost depends on the number of labels in the image's host,
+//! not on the number of configured patterns.
+//!
+//! Semantics follow the kubelet keyring (`URLsMatch`) with two deliberate differences,
+//! both documented in the README:
+//! - path prefixes match on component boundaries (`ghcr.io/acme` does not match
+//!   `ghcr.io/acme-other`), because a raw string prefix would let a neighbour's namespace
+//!   receive our credentials or pass our policy;
+//! - hosts compare case-insensitively (DNS is), so `EVIL.io` cannot dodge a deny rule for
+//!   `evil.io`.
+//!
+//! One extension: a pattern that is exactly `*` matches every registry (policy `allow: ["*"]`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::image::{ImageRef, split_host_port};
+
+/// A compiled registry pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    raw: String,
+    kind: PatternKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternKind {
+    Any,
+    Host {
+        /// Lower-cased labels, most significant last (`["demo", "tencentcloudcr", "com"]`).
+        labels: Vec<String>,
+        port: Option<String>,
+        /// Path prefix without leading/trailing '/', empty for none.
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid registry pattern {pattern:?}: {reason}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+impl Pattern {
+    pub fn parse(raw: &str) -> Result<Pattern, PatternError> {
+        let err = |reason: &str| PatternError {
+            pattern: raw.to_string(),
+            reason: reason.to_string(),
+        };
+        if raw == "*" {
+            return Ok(Pattern {
+                raw: raw.into(),
+                kind: PatternKind::Any,
+            });
+        }
+        if raw.is_empty() {
+            return Err(err("empty pattern"));
+        }
+        if raw.contains("://") {
+            return Err(err("write the registry host without a scheme"));
+        }
+        if raw.trim() != raw || raw.contains(char::is_whitespace) {
+            return Err(err("whitespace is not allowed"));
+        }
+        if raw.contains(['@']) {
+            return Err(err("a pattern names a registry and path, not a tag or digest"));
+        }
+        let (domain, path) = match raw.split_once('/') {
+            Some((d, p)) => (d, p.trim_end_matches('/')),
+            None => (raw, ""),
+        };
+        let (host, port) = split_host_port(domain);
+        if let Some(p) = port
+            && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(err("the port must be digits"));
+        }
+        let host = host.to_ascii_lowercase();
+        // "index.docker.io" is how Docker Hub used to be written; images never normalise to it.
+        let host = if host == "index.docker.io" {
+            "docker.io".to_string()
+        } else {
+            host
+        };
+        let labels: Vec<String> = if host.starts_with('[') {
+            let inner = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .ok_or_else(|| err("unterminated IPv6 host"))?;
+            inner
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| err("invalid IPv6 host"))?;
+            vec![host.clone()]
+        } else {
+            host.split('.').map(str::to_string).collect()
+        };
+        for l in &labels {
+            if l.starts_with('[') {
+                continue;
+            }
+            if l.is_empty() {
+                return Err(err("empty DNS label"));
+            }
+            if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*') {
+                return Err(err(
+                    "host labels may contain letters, digits, '-' and '*' (one label) only",
+                ));
+            }
+        }
+        let is_host = labels.len() > 1
+            || port.is_some()
+            || host == "localhost"
+            || host.starts_with('[')
+            || host.contains('*');
+        if !is_host {
+            return Err(err(
+                "the first component must be a registry host (contain '.' or ':' or be localhost); \
+                 for Docker Hub write docker.io/<path>",
+            ));
+        }
+        if !path.is_empty() {
+            if path.contains('*') {
+                return Err(err("'*' is only allowed in the host"));
+            }
+            for c in path.split('/') {
+                if c.is_empty() || !c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+                    return Err(err("path components must be lower-case repository names"));
+                }
+            }
+        }
+        Ok(Pattern {
+            raw: raw.to_string(),
+            kind: PatternKind::Host {
+                labels,
+                port: port.map(str::to_string),
+                path: path.to_string(),
+            },
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Direct (unindexed) test; the index must agree with it, which the tests check.
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        match &self.kind {
+            PatternKind::Any => true,
+            PatternKind::Host { labels, port, path } => {
+                let host = image.host().to_ascii_lowercase();
+                let img_labels: Vec<&str> = if host.starts_with('[') {
+                    vec![host.as_str()]
+                } else {
+                    host.split('.').collect()
+                };
+                port.as_deref() == image.port()
+                    && labels.len() == img_labels.len()
+                    && labels.iter().zip(&img_labels).all(|(p, l)| glob(p, l))
+                    && path_prefix_matches(path, &image.path)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+fn path_prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || (path.starts_with(prefix)
+            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'))
+}
+
+/// `*` matches any run of characters (including none), everything else is literal.
+///
+/// Hand-written rather than taken from a glob crate: it is the subset of Go's
+/// `filepath.Match` the kubelet applies to one DNS label, shared with namespace globs, and
+/// allocation-free on the admission hot path.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Index key for globbed hosts: the labels to the right of the last label containing '*',
+/// plus the total label count and port, which must match exactly anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WildKey {
+    suffix: String,
+    labels: usize,
+    port: Option<String>,
+}
+
+/// Patterns compiled into hash indexes. `T` is what a match yields (an entry index, a rule).
+#[derive(Debug, Clone)]
+pub struct Matcher<T> {
+    /// Exact `host[:port]` → candidates differing only in path prefix.
+    exact: HashMap<String, Vec<(usize, T)>>,
+    wild: HashMap<WildKey, Vec<(usize, T)>>,
+    any: Vec<(usize, T)>,
+    patterns: Vec<Pattern>,
+    /// Longest literal suffix (in labels) used by any wildcard key, to bound lookups.
+    max_suffix_labels: usize,
+}
+
+impl<T> Default for Matcher<T> {
+    fn default() -> Self {
+        Matcher {
+            exact: HashMap::new(),
+            wild: HashMap::new(),
+            any: Vec::new(),
+            patterns: Vec::new(),
+            max_suffix_labels: 0,
+        }
+    }
+}
+
+impl<T: Clone> Matcher<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, pattern: Pattern, value: T) {
+        let id = self.patterns.len();
+        match &pattern.kind {
+            PatternKind::Any => self.any.push((id, value)),
+            PatternKind::Host { labels, port, .. } => {
+                match labels.iter().rposition(|l| l.contains('*')) {
+                    None => {
+                        let mut key = labels.join(".");
+                        if let Some(p) = port {
+                            key.push(':');
+                            key.push_str(p);
+                        }
+                        self.exact.entry(key).or_default().push((id, value));
+                    }
+                    Some(last_wild) => {
+                        let suffix = labels[last_wild + 1..].join(".");
+                        self.max_suffix_labels =
+                            self.max_suffix_labels.max(labels.len() - last_wild - 1);
+                        let key = WildKey {
+                            suffix,
+                            labels: labels.len(),
+                            port: port.clone(),
+                        };
+                        self.wild.entry(key).or_default().push((id, value));
+                    }
+                }
+            }
+        }
+        self.patterns.push(pattern);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Every `(pattern id, value)` matching `image`, in insertion order.
+    fn hits(&self, image: &ImageRef) -> Vec<(usize, &T)> {
+        let mut hits: Vec<(usize, &T)> = Vec::new();
+        let host = image.host().to_ascii_lowercase();
+        let port = image.port();
+        let key = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        if let Some(cands) = self.exact.get(&key) {
+            hits.extend(
+                cands
+                    .iter()
+                    .filter(|(id, _)| self.patterns[*id].matches_path(&image.path))
+                    .map(|(id, v)| (*id, v)),
+            );
+        }
+        // Globbed hosts: one probe per literal suffix length the index actually uses, so
+        // the cost is bounded by the host's label count, not by the number of patterns.
+        if !self.wild.is_empty() && !host.starts_with('[') {
+            let n = host.split('.').count();
+            let mut probe = WildKey {
+                suffix: String::new(),
+                labels: n,
+                port: port.map(str::to_string),
+            };
+            for taken in 0..=self.max_suffix_labels.min(n) {
+                probe.suffix.clear();
+                if taken > 0 {
+                    probe.suffix.push_str(&host[nth_label_from_end(&host, taken)..]);
+                }
+                if let Some(cands) = self.wild.get(&probe) {
+                    hits.extend(
+                        cands
+                            .iter()
+                            .filter(|(id, _)| self.patterns[*id].matches(image))
+                            .map(|(id, v)| (*id, v)),
+                    );
+                }
+            }
+        }
+        hits.extend(self.any.iter().map(|(id, v)| (*id, v)));
+        hits.sort_unstable_by_key(|(id, _)| *id);
+        hits
+    }
+
+    /// Calls `f(pattern, value)` for every pattern matching `image`, in insertion order.
+    pub fn for_each_match(&self, image: &ImageRef, mut f: impl FnMut(&Pattern, &T)) {
+        for (id, v) in self.hits(image) {
+            f(&self.patterns[id], v);
+        }
+    }
+
+    /// Values of every matching pattern, in insertion order (may repeat a value that
+    /// several patterns map to).
+    pub fn matches(&self, image: &ImageRef) -> Vec<T> {
+        self.hits(image).into_iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// The first matching pattern in insertion order, if any.
+    pub fn first_match(&self, image: &ImageRef) -> Option<(&Pattern, T)> {
+        self.hits(image)
+            .first()
+            .map(|(id, v)| (&self.patterns[*id], (*v).clone()))
+    }
+}
+
+impl Pattern {
+    fn matches_path(&self, path: &str) -> bool {
+        match &self.kind {
+            PatternKind::Any => true,
+            PatternKind::Host { path: prefix, .. } => path_prefix_matches(prefix, path),
+        }
+    }
+}
+
+/// Byte offset where the last `k` labels of `host` start.
+fn nth_label_from_end(host: &str, k: usize) -> usize {
+    let mut seen = 0;
+    for (i, b) in host.bytes().enumerate().rev() {
+        if b == b'.' {
+            seen += 1;
+            if seen == k {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::parse;
+
+    fn m(pattern: &str, image: &str) -> bool {
+        let p = Pattern::parse(pattern).unwrap();
+        let img = parse(image).unwrap();
+        let direct = p.matches(&img);
+        let mut idx = Matcher::new();
+        idx.insert(p, ());
+        assert_eq!(direct, !idx.matches(&img).is_empty(), "index disagrees for {pattern} / {image}");
+        direct
+    }
+
+    #[test]
+    fn kubelet_vectors_and_our_differences() {
+        // (pattern, image, matches) — numbers refer to shared/reference §2.3
+        let cases = [
+            ("docker.io", "nginx", true),                                  // 4
+            ("index.docker.io", "nginx", true),                            // written the old way
+            ("registry-1.docker.io", "nginx", false),                      // 5
+            ("*.docker.io", "nginx", false),                               // 6
+            ("docker.io/myorg", "docker.io/myorg/app", true),              // 8
+            ("docker.io/library", "nginx", true),                          // short names
+            ("docker.io/library", "myuser/app", false),
+            ("registry.example.com", "registry.example.com/team/app", true), // 10
+            ("registry.example.com/team", "registry.example.com/team/app", true), // 14
+            ("registry.example.com/team", "registry.example.com/team-b/app", false), // 15: boundary (differs from kubelet)
+            ("registry.example.com/team/", "registry.example.com/team/app", true),
+            ("registry.example.com/other", "registry.example.com/team/app", false), // 17
+            ("registry.example.com:5000", "registry.example.com/team/app", false), // 18
+            ("registry.example.com", "registry.example.com:5000/team/app", false), // 19
+            ("registry.example.com:443", "registry.example.com/team/app", false), // 20
+            ("*.example.com", "registry.example.com/app", true),           // 21
+            ("*.example.com", "example.com/app", false),                   // 22
+            ("*.example.com", "a.b.example.com/app", false),               // 23
+            ("*.*.example.com", "a.b.example.com/app", true),              // 24
+            ("reg*.example.com", "registry.example.com/app", true),        // 25
+            ("*.example.com:5000", "reg.example.com:5000/app", true),      // 26
+            ("*.example.com", "reg.example.com:5000/app", false),          // 27
+            ("Registry.Example.com", "registry.example.com/app", true),    // 28: case-insensitive (differs)
+            ("localhost:5000", "localhost:5000/app", true),                // 29
+            ("localhost", "localhost:5000/app", false),                    // 30
+            ("[::1]:5000", "[::1]:5000/x", true),                          // 31
+            ("*.io", "quay.io/coreos/etcd", true),                         // 32
+            ("*", "ghcr.io/x/app", true),                                  // any (extension)
+            ("registry.io", "registry.io.evil.com/app", false),
+            ("*.tencentcloudcr.com", "demo-tcr.tencentcloudcr.com/docker/x", true),
+            ("*.tencentcloudcr.com", "evil.com/tencentcloudcr.com/x", false),
+            ("ghcr.io/acme", "ghcr.io/acme/app", true),
+            ("ghcr.io/acme", "ghcr.io/acme", true),
+            ("ghcr.io/acme", "ghcr.io/acme-other/app", false),
+            ("ghcr.io", "ghcr.io:443/acme/app", false),
+            ("*-good.example.com", "x-good.example.com/a", true),
+            ("*-good.example.com", "x-bad.example.com/a", false),
+        ];
+        for (p, i, want) in cases {
+            assert_eq!(m(p, i), want, "pattern {p} image {i}");
+        }
+    }
+
+    #[test]
+    fn bad_patterns() {
+        for p in ["", "https://ghcr.io", "library/nginx", "ghcr.io/Acme", "ghcr.io/a*", "ghcr.io:x", "a..b", "ghcr.io/x:1", "[::1"] {
+            assert!(Pattern::parse(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn index_yields_all_matches_in_insertion_order() {
+        let mut idx = Matcher::new();
+        for (i, p) in ["quay.io/coreos", "*.io", "quay.io", "ghcr.io"].iter().enumerate() {
+            idx.insert(Pattern::parse(p).unwrap(), i);
+        }
+        assert_eq!(idx.matches(&parse("quay.io/coreos/etcd").unwrap()), vec![0, 1, 2]);
+        assert_eq!(idx.matches(&parse("ghcr.io/x").unwrap()), vec![1, 3]);
+        assert_eq!(idx.matches(&parse("nginx").unwrap()), vec![1]); // docker.io is a .io host
+        assert!(idx.matches(&parse("localhost/x").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn globbing() {
+        assert!(glob("team-*", "team-a"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b", "ab-c"));
+        assert!(glob("team-a", "team-a"));
+        assert!(!glob("team-a", "team-ab"));
+    }
+}
