@@ -9,3 +9,5 @@ pub mod admission;
 pub mod config;
 pub mod image;
 pub mod matcher;
+pub mod cluster;
+pub mod metrics;

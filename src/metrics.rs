@@ -1,0 +1,152 @@
+//! Prometheus metrics, one registry per process, served as text on a plain-HTTP listener
+//! apart from the webhook port (scrapers should not need the webhook's client CA).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub operation: String,
+    /// `allowed`, `patched`, `denied`, `warned`, `invalid` (HTTP 400/413).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub registry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `created`, `updated`, `deleted`.
+    pub action: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub admission_requests: Family<RequestLabels, Counter>,
+    pub admission_duration: Family<EndpointLabels, Histogram>,
+    pub secrets_injected: Family<RegistryLabels, Counter>,
+    pub always_pull_forced: Counter,
+    pub policy_offences: Family<ModeLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+    pub inflight: Gauge,
+    pub sync_reconciles: Family<ResultLabels, Counter>,
+    pub sync_copies: Family<ActionLabels, Counter>,
+    pub sync_conflicts: Counter,
+    pub admission_secret_ensures: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("pullsecret_injector");
+        let admission_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by endpoint, operation and outcome",
+            admission_requests.clone(),
+        );
+        let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0])
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time from request body received to response ready",
+            admission_duration.clone(),
+        );
+        let secrets_injected = Family::<RegistryLabels, Counter>::default();
+        registry.register(
+            "secrets_injected",
+            "imagePullSecrets added to pods, by registry entry",
+            secrets_injected.clone(),
+        );
+        let always_pull_forced = Counter::default();
+        registry.register(
+            "always_pull_forced",
+            "Containers and image volumes whose pull policy was set to Always",
+            always_pull_forced.clone(),
+        );
+        let policy_offences = Family::<ModeLabels, Counter>::default();
+        registry.register(
+            "policy_offences",
+            "Registry-rule offences found, by policy mode",
+            policy_offences.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config file reloads", config_reloads.clone());
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("tls_reloads", "Serving certificate reloads", tls_reloads.clone());
+        let inflight = Gauge::default();
+        registry.register("admission_inflight", "Reviews being answered now", inflight.clone());
+        let sync_reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register("sync_reconciles", "Secret-sync reconcile passes", sync_reconciles.clone());
+        let sync_copies = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "sync_copies",
+            "Managed secret copies created, updated or deleted",
+            sync_copies.clone(),
+        );
+        let sync_conflicts = Counter::default();
+        registry.register(
+            "sync_conflicts",
+            "Same-name secrets not owned by this tool, left untouched",
+            sync_conflicts.clone(),
+        );
+        let admission_secret_ensures = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "admission_secret_ensures",
+            "Missing secret copies created while admitting a pod",
+            admission_secret_ensures.clone(),
+        );
+        Metrics {
+            registry,
+            admission_requests,
+            admission_duration,
+            secrets_injected,
+            always_pull_forced,
+            policy_offences,
+            config_reloads,
+            tls_reloads,
+            inflight,
+            sync_reconciles,
+            sync_copies,
+            sync_conflicts,
+            admission_secret_ensures,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+}
