@@ -24,9 +24,11 @@ What it does:
   * asserts the safety properties of the webhook configurations, the
     Deployment, RBAC and certificates;
   * checks that values.schema.json rejects bad values with a clear message;
-  * writes the rendered ConfigMap's config.yaml to --emit-config PATH so that
-    `pullsecret-injector check --config PATH` can be run on it (optionally
-    done here with --binary PATH).
+  * writes the rendered ConfigMap's config.yaml (default values) to
+    --emit-config PATH, and an all-features one (policy, selectors, every
+    registry field) to <PATH stem>.all-features.yaml, so that
+    `pullsecret-injector check --config PATH` can be run on them (done here
+    when --binary PATH is given).
 
 Usage:
     python3 scripts/chart_check.py [--emit-config PATH] [--binary PATH]
@@ -72,6 +74,7 @@ NAMESPACE = "pullsecret-injector"
 FULLNAME = "psi-pullsecret-injector"  # release name + chart name
 MUTATE_NAME = "mutate.pullsecret-injector.io"
 VALIDATE_NAME = "validate.pullsecret-injector.io"
+MIN_KUBE = "1.30"  # Chart.yaml kubeVersion >=1.30 (matchConditions GA)
 # Kinds that kubernetes-validate has no schema for (CRDs): checked by hand.
 CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "ClusterIssuer"),
              ("cert-manager.io/v1", "Certificate")}
@@ -162,9 +165,10 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 class Harness:
-    def __init__(self, kube_version: str, verbose: bool):
+    def __init__(self, kube_versions: list[str], verbose: bool):
         self.chart = Chart.load(str(CHART_DIR))
-        self.kube_version = kube_version
+        self.kube_versions = kube_versions
+        self.kube_version = ", ".join(kube_versions)
         self.verbose = verbose
         self.passed = 0
         self.failed = 0
@@ -205,15 +209,16 @@ class Harness:
             if key in CRD_KINDS:
                 self.skipped_kinds.add(f"{key[0]} {key[1]}")
                 continue
-            try:
-                kubernetes_validate.validate(body, self.kube_version, strict=True)
-                self.validated_objects += 1
-            except kubernetes_validate.ValidationError as exc:
-                path = "/".join(str(p) for p in exc.path)
-                problems.append(f"{doc['__source__']} {key[1]}/{body['metadata'].get('name')}: "
-                                f"{path}: {exc.message}")
-            except kv_utils.SchemaNotFoundError as exc:
-                problems.append(f"{doc['__source__']}: {exc.message}")
+            self.validated_objects += 1
+            for version in self.kube_versions:
+                try:
+                    kubernetes_validate.validate(body, version, strict=True)
+                except kubernetes_validate.ValidationError as exc:
+                    path = "/".join(str(p) for p in exc.path)
+                    problems.append(f"[k8s {version}] {doc['__source__']} {key[1]}/"
+                                    f"{body['metadata'].get('name')}: {path}: {exc.message}")
+                except kv_utils.SchemaNotFoundError as exc:
+                    problems.append(f"[k8s {version}] {doc['__source__']}: {exc.message}")
         expect(not problems, "; ".join(problems))
 
     def lint(self, values: dict[str, Any] | None = None) -> None:
@@ -448,7 +453,7 @@ POLICY = {
 
 def run(args: argparse.Namespace) -> int:
     h = Harness(args.kube_version, args.verbose)
-    print(f"chart: {CHART_DIR.relative_to(REPO)} (helm SDK {helm_python.helm_sdk_version()}, "
+    print(f"chart: {CHART_DIR} (helm SDK {helm_python.helm_sdk_version()}, "
           f"helm-python-sdk {helm_python.__version__}); "
           f"Kubernetes schemas: {h.kube_version} (kubernetes-validate "
           f"{kubernetes_validate.version.__version__})")
@@ -685,17 +690,19 @@ def run(args: argparse.Namespace) -> int:
     # --- emit config + optional binary check ------------------------------
     if args.emit_config:
         def emit() -> None:
-            # The richest config (all features) is the more useful one to check.
-            text = s("everything on").config_text()
-            Path(args.emit_config).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.emit_config).write_text(text)
-            default_path = Path(args.emit_config).with_suffix(".default.yaml")
-            default_path.write_text(r0.config_text())
-            print(f"      wrote {args.emit_config} (all features) and {default_path} (defaults)")
+            # PATH: the config rendered from the default values (what
+            # `helm template` produces); a sibling file gets the config of the
+            # "everything on" scenario (policy, selectors, all registry fields).
+            out = Path(args.emit_config)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(r0.config_text())
+            full = all_features_path(out)
+            full.write_text(s("everything on").config_text())
+            print(f"      wrote {out} (default values) and {full} (all features)")
         h.check(f"emit config.yaml to {args.emit_config}", emit)
         if args.binary:
             def bin_check() -> None:
-                for p in (Path(args.emit_config), Path(args.emit_config).with_suffix(".default.yaml")):
+                for p in (Path(args.emit_config), all_features_path(Path(args.emit_config))):
                     out = subprocess.run([args.binary, "check", "--config", str(p)],
                                          capture_output=True, text=True, timeout=60)
                     expect(out.returncode == 0 and out.stdout.strip() == "ok",
@@ -714,6 +721,10 @@ def run(args: argparse.Namespace) -> int:
     return summary(h)
 
 
+def all_features_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".all-features" + (path.suffix or ".yaml"))
+
+
 def summary(h: Harness) -> int:
     if h.failures:
         print("\nFailures:")
@@ -724,19 +735,24 @@ def summary(h: Harness) -> int:
 
 
 def main() -> int:
+    global CHART_DIR
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--emit-config", metavar="PATH",
-                    help="write the rendered ConfigMap config.yaml here (all features on); "
-                         "the default-values config goes to PATH with suffix .default.yaml")
+                    help="write the ConfigMap config.yaml rendered from the default values "
+                         "here, and the one of an all-features render to "
+                         "<PATH stem>.all-features.yaml")
     ap.add_argument("--binary", metavar="PATH",
                     help="run 'PATH check --config' on the emitted configs (needs --emit-config)")
-    ap.add_argument("--kube-version", default=None,
-                    help="Kubernetes version for schema validation "
-                         "(default: newest shipped by kubernetes-validate)")
+    ap.add_argument("--kube-version", action="append", default=None,
+                    help="Kubernetes version(s) for schema validation, repeatable "
+                         f"(default: {MIN_KUBE} = the chart's minimum (matchConditions GA) "
+                         "and the newest shipped by kubernetes-validate)")
+    ap.add_argument("--chart", default=str(CHART_DIR), help="chart directory (default: %(default)s)")
     ap.add_argument("--verbose", "-v", action="store_true")
     args = ap.parse_args()
+    CHART_DIR = Path(args.chart).resolve()
     if args.kube_version is None:
-        args.kube_version = kv_utils.latest_version()
+        args.kube_version = [MIN_KUBE, kv_utils.latest_version()]
     if args.binary and not args.emit_config:
         ap.error("--binary needs --emit-config")
     return run(args)
