@@ -477,7 +477,24 @@ def run(args: argparse.Namespace) -> int:
             "alwaysPullImages": "private", "priorityClassName": "system-cluster-critical",
             "webhook": {"objectSelector": {"matchExpressions": [
                 {"key": "pullsecret-injector.io/inject", "operator": "NotIn", "values": ["disabled"]}]},
-                "failurePolicy": "Fail", "timeoutSeconds": 3},
+                "failurePolicy": "Fail", "timeoutSeconds": 3,
+                "namespaceSelectorExpressions": [{"key": "tenant", "operator": "Exists"}]},
+            "validatingWebhook": {"namespaceSelectorExpressions": [
+                {"key": "policy", "operator": "NotIn", "values": ["off"]}]},
+            "extraArgs": ["--client-ca", "/etc/client-ca/ca.crt"],
+            "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+            "podAnnotations": {"prometheus.io/scrape": "true"},
+            "podLabels": {"team": "platform"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                           "whenUnsatisfiable": "ScheduleAnyway",
+                                           "labelSelector": {"matchLabels": {"app": "x"}}}],
+            "imagePullSecrets": [{"name": "injector-pull"}],
+            "image": {"digest": "sha256:" + "a" * 64},
+            "serviceAccount": {"annotations": {"example.com/role": "x"}},
+            "service": {"annotations": {"example.com/a": "b"}},
+            "logFormat": "text",
             "registries": defaults["registries"] + [{
                 "name": "harbor", "match": ["harbor.example.com"], "secret": "harbor-pull",
                 "alwaysPull": True, "serviceAccounts": ["default"],
@@ -603,6 +620,15 @@ def run(args: argparse.Namespace) -> int:
                "objectSelector rendered")
         expect(r.deployment()["spec"]["template"]["spec"]["priorityClassName"]
                == "system-cluster-critical", "priorityClassName")
+        expect({"key": "tenant", "operator": "Exists"} in w["namespaceSelector"]["matchExpressions"],
+               "extra mutating namespaceSelector expression")
+        expect({"key": "policy", "operator": "NotIn", "values": ["off"]}
+               in r.validating()["namespaceSelector"]["matchExpressions"],
+               "extra validating namespaceSelector expression")
+        c = r.container()
+        expect(c["args"][-2:] == ["--client-ca", "/etc/client-ca/ca.crt"], f"extraArgs {c['args']}")
+        expect(c["image"] == "pullsecret-injector@sha256:" + "a" * 64, f"image {c['image']}")
+        expect({"name": "RUST_LOG", "value": "debug"} in c["env"], "extraEnv")
         cfg = r.config()
         expect(cfg["registries"][-1]["namespaces"]["selector"]["matchLabels"]
                == {"registry-access": "harbor"}, "selector copied")
