@@ -587,6 +587,11 @@ def run(args: argparse.Namespace) -> int:
     h.check("policy warn: validating webhook failurePolicy Ignore",
             lambda: check_validating(s("policy mode=warn"), "Ignore"))
 
+    def policy_default_mode() -> None:
+        # The server defaults policy.mode to enforce; so must the chart.
+        check_validating(h.render({"policy": {"deny": ["docker.io/evilcorp"]}}), "Fail")
+    h.check("policy without mode = enforce: failurePolicy Fail", policy_default_mode)
+
     def override_vfp() -> None:
         r = h.render({"policy": {"mode": "audit"}, "validatingWebhook": {"failurePolicy": "Fail"}})
         check_validating(r, "Fail")
@@ -681,7 +686,9 @@ def run(args: argparse.Namespace) -> int:
         ({"alwaysPullImages": "sometimes"}, "alwaysPullImages"),
         ({"certs": {"mode": "letsencrypt"}}, "mode"),
         ({"policy": {"mode": "block"}}, "mode"),
-        ({"policy": {"allow": ["*"]}}, "mode"),
+        ({"policy": {"requireAlwaysPull": "sometimes"}}, "requireAlwaysPull"),
+        ({"policy": {"alow": ["*"]}}, "alow"),
+        ({"namespaces": {"include": ["a"]}}, "include"),
         ({"registries": [{"name": "x", "match": ["a.io"]}]}, "secret"),
         ({"registries": [{"name": "x", "match": [], "secret": "s"}]}, "match"),
         ({"registries": [{"name": "x", "match": ["a.io"], "secret": "s", "alwayspull": True}]},
