@@ -25,7 +25,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.reason)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.reason
+        )
     }
 }
 
@@ -363,11 +367,18 @@ impl Compiler<'_> {
         if !names.insert(v.name.value.clone()) {
             return Err(self.err(
                 &v.name,
-                format!("{}: duplicate registry name {:?}", field("name"), v.name.value),
+                format!(
+                    "{}: duplicate registry name {:?}",
+                    field("name"),
+                    v.name.value
+                ),
             ));
         }
         if v.patterns.value.is_empty() {
-            return Err(self.err(&v.patterns, format!("{}: at least one pattern is required", field("match"))));
+            return Err(self.err(
+                &v.patterns,
+                format!("{}: at least one pattern is required", field("match")),
+            ));
         }
         let mut patterns = Vec::new();
         for p in &v.patterns.value {
@@ -384,7 +395,10 @@ impl Compiler<'_> {
         let source = match &v.source {
             Some(s) => {
                 check_dns_label(&s.value.namespace.value).map_err(|why| {
-                    self.err(&s.value.namespace, format!("{}: {why}", field("source.namespace")))
+                    self.err(
+                        &s.value.namespace,
+                        format!("{}: {why}", field("source.namespace")),
+                    )
                 })?;
                 check_dns_subdomain(&s.value.name.value).map_err(|why| {
                     self.err(&s.value.name, format!("{}: {why}", field("source.name")))
@@ -437,13 +451,18 @@ impl Compiler<'_> {
             .map(|g| {
                 let ok = !g.value.is_empty()
                     && g.value.len() <= 63
-                    && g.value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
+                    && g.value.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*'
+                    });
                 if ok {
                     Ok(g.value.clone())
                 } else {
                     Err(self.err(
                         g,
-                        format!("{field}: {:?} is not a namespace name or glob (a-z, 0-9, '-', '*')", g.value),
+                        format!(
+                            "{field}: {:?} is not a namespace name or glob (a-z, 0-9, '-', '*')",
+                            g.value
+                        ),
                     ))
                 }
             })
@@ -475,7 +494,10 @@ impl Compiler<'_> {
             let f = format!("policy.overrides[{i}]");
             let o = &o.value;
             if o.namespaces.value.is_empty() {
-                return Err(self.err(&o.namespaces, format!("{f}.namespaces: at least one namespace glob is required")));
+                return Err(self.err(
+                    &o.namespaces,
+                    format!("{f}.namespaces: at least one namespace glob is required"),
+                ));
             }
             let globs = self.globs(&o.namespaces.value, &format!("{f}.namespaces"))?;
             let rules = Rules {
@@ -527,7 +549,8 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
     if ok {
         Ok(())
     } else {
@@ -547,7 +570,11 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let c = Config::parse(include_str!("../examples/config.yaml"), "examples/config.yaml").unwrap();
+        let c = Config::parse(
+            include_str!("../examples/config.yaml"),
+            "examples/config.yaml",
+        )
+        .unwrap();
         assert!(!c.registries.is_empty());
     }
 
@@ -563,10 +590,22 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_column_and_field() {
-        let e = err("registries:\n  - name: a\n    match: [ghcr.io]\n    secret: s\n  - name: a\n    match: [quay.io]\n    secret: t\n");
-        assert_eq!(e, "c.yaml:5:11: registries[1].name: duplicate registry name \"a\"");
-        let e = err("registries:\n  - name: a\n    match:\n      - ghcr.io\n      - library/nginx\n    secret: s\n");
-        assert!(e.starts_with("c.yaml:5:9: registries[0].match: invalid registry pattern \"library/nginx\""), "{e}");
+        let e = err(
+            "registries:\n  - name: a\n    match: [ghcr.io]\n    secret: s\n  - name: a\n    match: [quay.io]\n    secret: t\n",
+        );
+        assert_eq!(
+            e,
+            "c.yaml:5:11: registries[1].name: duplicate registry name \"a\""
+        );
+        let e = err(
+            "registries:\n  - name: a\n    match:\n      - ghcr.io\n      - library/nginx\n    secret: s\n",
+        );
+        assert!(
+            e.starts_with(
+                "c.yaml:5:9: registries[0].match: invalid registry pattern \"library/nginx\""
+            ),
+            "{e}"
+        );
         let e = err("registries:\n  - name: a\n    match: [ghcr.io]\n    secret: Bad_Name\n");
         assert!(e.starts_with("c.yaml:4:13: registries[0].secret:"), "{e}");
     }

@@ -106,7 +106,11 @@ pub fn parse(input: &str) -> Result<ImageRef, ImageError> {
     if input.trim() != input {
         return Err(ImageError::Whitespace);
     }
-    if input.len() == 64 && input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if input.len() == 64
+        && input
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(ImageError::HexOnly);
     }
 
@@ -122,7 +126,14 @@ pub fn parse(input: &str) -> Result<ImageRef, ImageError> {
         None => ("docker.io", name_tag),
         Some((first, rest)) => {
             if first == "localhost" || first.contains('.') || first.contains(':') {
-                (if first == "index.docker.io" { "docker.io" } else { first }, rest)
+                (
+                    if first == "index.docker.io" {
+                        "docker.io"
+                    } else {
+                        first
+                    },
+                    rest,
+                )
             } else if first.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Err(ImageError::AmbiguousDomain(first.to_string()));
             } else {
@@ -288,39 +299,195 @@ mod tests {
         let tag128 = "t".repeat(128);
         let cases: Vec<(String, &str, &str, Option<&str>, Option<String>)> = vec![
             ("nginx".into(), "docker.io", "library/nginx", None, None), // 1
-            ("nginx:1.25".into(), "docker.io", "library/nginx", Some("1.25"), None), // 2
-            ("library/nginx".into(), "docker.io", "library/nginx", None, None), // 3
-            ("docker.io/nginx".into(), "docker.io", "library/nginx", None, None), // 4
-            ("index.docker.io/nginx".into(), "docker.io", "library/nginx", None, None), // 5
-            ("index.docker.io/library/nginx".into(), "docker.io", "library/nginx", None, None), // 6
-            ("registry-1.docker.io/nginx".into(), "registry-1.docker.io", "nginx", None, None), // 7
+            (
+                "nginx:1.25".into(),
+                "docker.io",
+                "library/nginx",
+                Some("1.25"),
+                None,
+            ), // 2
+            (
+                "library/nginx".into(),
+                "docker.io",
+                "library/nginx",
+                None,
+                None,
+            ), // 3
+            (
+                "docker.io/nginx".into(),
+                "docker.io",
+                "library/nginx",
+                None,
+                None,
+            ), // 4
+            (
+                "index.docker.io/nginx".into(),
+                "docker.io",
+                "library/nginx",
+                None,
+                None,
+            ), // 5
+            (
+                "index.docker.io/library/nginx".into(),
+                "docker.io",
+                "library/nginx",
+                None,
+                None,
+            ), // 6
+            (
+                "registry-1.docker.io/nginx".into(),
+                "registry-1.docker.io",
+                "nginx",
+                None,
+                None,
+            ), // 7
             ("myuser/app".into(), "docker.io", "myuser/app", None, None), // 8
-            ("localhost/app".into(), "localhost", "app", None, None), // 9
-            ("localhost:5000/app".into(), "localhost:5000", "app", None, None), // 10
-            ("localhost:5000".into(), "docker.io", "library/localhost", Some("5000"), None), // 11
-            ("localhost".into(), "docker.io", "library/localhost", None, None), // 12
-            ("example.com".into(), "docker.io", "library/example.com", None, None), // 13
-            ("gcr.io:v1".into(), "docker.io", "library/gcr.io", Some("v1"), None), // 14
-            ("reg:5000/app".into(), "reg:5000", "app", None, None), // 15
-            (format!("my.reg:443/a/b@sha256:{H}"), "my.reg:443", "a/b", None, Some(format!("sha256:{H}"))), // 16
-            (format!("my.reg:443/a/b:v1@sha256:{H}"), "my.reg:443", "a/b", Some("v1"), Some(format!("sha256:{H}"))), // 17
-            (format!("nginx:latest@sha256:{H}"), "docker.io", "library/nginx", Some("latest"), Some(format!("sha256:{H}"))), // 18
-            (format!("nginx@sha256:{H}"), "docker.io", "library/nginx", None, Some(format!("sha256:{H}"))), // 19
-            ("[::1]:5000/x".into(), "[::1]:5000", "x", None, None), // 20
-            ("[::1]/x".into(), "[::1]", "x", None, None), // 21
-            ("127.0.0.1:5000/x:1".into(), "127.0.0.1:5000", "x", Some("1"), None), // 22
-            ("Registry.Example.com/app".into(), "Registry.Example.com", "app", None, None), // 23
+            ("localhost/app".into(), "localhost", "app", None, None),   // 9
+            (
+                "localhost:5000/app".into(),
+                "localhost:5000",
+                "app",
+                None,
+                None,
+            ), // 10
+            (
+                "localhost:5000".into(),
+                "docker.io",
+                "library/localhost",
+                Some("5000"),
+                None,
+            ), // 11
+            (
+                "localhost".into(),
+                "docker.io",
+                "library/localhost",
+                None,
+                None,
+            ), // 12
+            (
+                "example.com".into(),
+                "docker.io",
+                "library/example.com",
+                None,
+                None,
+            ), // 13
+            (
+                "gcr.io:v1".into(),
+                "docker.io",
+                "library/gcr.io",
+                Some("v1"),
+                None,
+            ), // 14
+            ("reg:5000/app".into(), "reg:5000", "app", None, None),     // 15
+            (
+                format!("my.reg:443/a/b@sha256:{H}"),
+                "my.reg:443",
+                "a/b",
+                None,
+                Some(format!("sha256:{H}")),
+            ), // 16
+            (
+                format!("my.reg:443/a/b:v1@sha256:{H}"),
+                "my.reg:443",
+                "a/b",
+                Some("v1"),
+                Some(format!("sha256:{H}")),
+            ), // 17
+            (
+                format!("nginx:latest@sha256:{H}"),
+                "docker.io",
+                "library/nginx",
+                Some("latest"),
+                Some(format!("sha256:{H}")),
+            ), // 18
+            (
+                format!("nginx@sha256:{H}"),
+                "docker.io",
+                "library/nginx",
+                None,
+                Some(format!("sha256:{H}")),
+            ), // 19
+            ("[::1]:5000/x".into(), "[::1]:5000", "x", None, None),     // 20
+            ("[::1]/x".into(), "[::1]", "x", None, None),               // 21
+            (
+                "127.0.0.1:5000/x:1".into(),
+                "127.0.0.1:5000",
+                "x",
+                Some("1"),
+                None,
+            ), // 22
+            (
+                "Registry.Example.com/app".into(),
+                "Registry.Example.com",
+                "app",
+                None,
+                None,
+            ), // 23
             ("quay.io/a/b/c/d".into(), "quay.io", "a/b/c/d", None, None), // 25
-            ("nginx:V1".into(), "docker.io", "library/nginx", Some("V1"), None), // 26
-            (format!("sha256:{H}"), "docker.io", "library/sha256", Some(H), None), // 27
+            (
+                "nginx:V1".into(),
+                "docker.io",
+                "library/nginx",
+                Some("V1"),
+                None,
+            ), // 26
+            (
+                format!("sha256:{H}"),
+                "docker.io",
+                "library/sha256",
+                Some(H),
+                None,
+            ), // 27
             ("a__b/c---d".into(), "docker.io", "a__b/c---d", None, None), // 28
-            (format!("nginx@sha512:{h512}"), "docker.io", "library/nginx", None, Some(format!("sha512:{h512}"))), // 29
-            (format!("nginx:{tag128}"), "docker.io", "library/nginx", Some(tag128.as_str()), None), // 31
-            ("demo-tcr.tencentcloudcr.com/docker/getting-started:latest".into(), "demo-tcr.tencentcloudcr.com", "docker/getting-started", Some("latest"), None),
-            ("ghcr.io:443/acme/app".into(), "ghcr.io:443", "acme/app", None, None),
-            ("docker.io/library/nginx:1.25-alpine".into(), "docker.io", "library/nginx", Some("1.25-alpine"), None),
-            ("registry.k8s.io/pause:3.10".into(), "registry.k8s.io", "pause", Some("3.10"), None),
-            ("[2001:db8::1]:5000/team/app:v2".into(), "[2001:db8::1]:5000", "team/app", Some("v2"), None),
+            (
+                format!("nginx@sha512:{h512}"),
+                "docker.io",
+                "library/nginx",
+                None,
+                Some(format!("sha512:{h512}")),
+            ), // 29
+            (
+                format!("nginx:{tag128}"),
+                "docker.io",
+                "library/nginx",
+                Some(tag128.as_str()),
+                None,
+            ), // 31
+            (
+                "demo-tcr.tencentcloudcr.com/docker/getting-started:latest".into(),
+                "demo-tcr.tencentcloudcr.com",
+                "docker/getting-started",
+                Some("latest"),
+                None,
+            ),
+            (
+                "ghcr.io:443/acme/app".into(),
+                "ghcr.io:443",
+                "acme/app",
+                None,
+                None,
+            ),
+            (
+                "docker.io/library/nginx:1.25-alpine".into(),
+                "docker.io",
+                "library/nginx",
+                Some("1.25-alpine"),
+                None,
+            ),
+            (
+                "registry.k8s.io/pause:3.10".into(),
+                "registry.k8s.io",
+                "pause",
+                Some("3.10"),
+                None,
+            ),
+            (
+                "[2001:db8::1]:5000/team/app:v2".into(),
+                "[2001:db8::1]:5000",
+                "team/app",
+                Some("v2"),
+                None,
+            ),
             ("a.b-c/x".into(), "a.b-c", "x", None, None),
         ];
         for (input, domain, path, tag, digest) in cases {
@@ -358,7 +525,7 @@ mod tests {
             format!("nginx@md5:{}", &H[..32]),
             H.into(),
             "".into(),
-            "Myuser/app".into(), // 24: ambiguous across kubelet versions
+            "Myuser/app".into(),    // 24: ambiguous across kubelet versions
             "my_reg.io/app".into(), // 30: no valid domain
             format!("nginx:{}", "t".repeat(129)),
             format!("nginx@sha256:{}", &H[..63]),
@@ -368,7 +535,11 @@ mod tests {
             "a.b_c/x".into(), // '.' makes it a host, and '_' is not allowed in one
         ];
         for input in cases {
-            assert!(parse(&input).is_err(), "{input:?} should be invalid: {:?}", parse(&input));
+            assert!(
+                parse(&input).is_err(),
+                "{input:?} should be invalid: {:?}",
+                parse(&input)
+            );
         }
     }
 

@@ -6,8 +6,14 @@
 //! Nothing below `admission` does I/O.
 
 pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod image;
+pub mod manifest;
 pub mod matcher;
-pub mod cluster;
 pub mod metrics;
+pub mod reload;
+pub mod server;
+pub mod webhook;

@@ -65,7 +65,9 @@ impl Pattern {
             return Err(err("whitespace is not allowed"));
         }
         if raw.contains(['@']) {
-            return Err(err("a pattern names a registry and path, not a tag or digest"));
+            return Err(err(
+                "a pattern names a registry and path, not a tag or digest",
+            ));
         }
         let (domain, path) = match raw.split_once('/') {
             Some((d, p)) => (d, p.trim_end_matches('/')),
@@ -103,7 +105,10 @@ impl Pattern {
             if l.is_empty() {
                 return Err(err("empty DNS label"));
             }
-            if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*') {
+            if !l
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+            {
                 return Err(err(
                     "host labels may contain letters, digits, '-' and '*' (one label) only",
                 ));
@@ -125,7 +130,11 @@ impl Pattern {
                 return Err(err("'*' is only allowed in the host"));
             }
             for c in path.split('/') {
-                if c.is_empty() || !c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+                if c.is_empty()
+                    || !c.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
+                {
                     return Err(err("path components must be lower-case repository names"));
                 }
             }
@@ -306,7 +315,9 @@ impl<T: Clone> Matcher<T> {
             for taken in 0..=self.max_suffix_labels.min(n) {
                 probe.suffix.clear();
                 if taken > 0 {
-                    probe.suffix.push_str(&host[nth_label_from_end(&host, taken)..]);
+                    probe
+                        .suffix
+                        .push_str(&host[nth_label_from_end(&host, taken)..]);
                 }
                 if let Some(cands) = self.wild.get(&probe) {
                     hits.extend(
@@ -333,7 +344,10 @@ impl<T: Clone> Matcher<T> {
     /// Values of every matching pattern, in insertion order (may repeat a value that
     /// several patterns map to).
     pub fn matches(&self, image: &ImageRef) -> Vec<T> {
-        self.hits(image).into_iter().map(|(_, v)| v.clone()).collect()
+        self.hits(image)
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// The first matching pattern in insertion order, if any.
@@ -378,7 +392,11 @@ mod tests {
         let direct = p.matches(&img);
         let mut idx = Matcher::new();
         idx.insert(p, ());
-        assert_eq!(direct, !idx.matches(&img).is_empty(), "index disagrees for {pattern} / {image}");
+        assert_eq!(
+            direct,
+            !idx.matches(&img).is_empty(),
+            "index disagrees for {pattern} / {image}"
+        );
         direct
     }
 
@@ -386,37 +404,77 @@ mod tests {
     fn kubelet_vectors_and_our_differences() {
         // (pattern, image, matches) — numbers refer to shared/reference §2.3
         let cases = [
-            ("docker.io", "nginx", true),                                  // 4
-            ("index.docker.io", "nginx", true),                            // written the old way
-            ("registry-1.docker.io", "nginx", false),                      // 5
-            ("*.docker.io", "nginx", false),                               // 6
-            ("docker.io/myorg", "docker.io/myorg/app", true),              // 8
-            ("docker.io/library", "nginx", true),                          // short names
+            ("docker.io", "nginx", true),                     // 4
+            ("index.docker.io", "nginx", true),               // written the old way
+            ("registry-1.docker.io", "nginx", false),         // 5
+            ("*.docker.io", "nginx", false),                  // 6
+            ("docker.io/myorg", "docker.io/myorg/app", true), // 8
+            ("docker.io/library", "nginx", true),             // short names
             ("docker.io/library", "myuser/app", false),
-            ("registry.example.com", "registry.example.com/team/app", true), // 10
-            ("registry.example.com/team", "registry.example.com/team/app", true), // 14
-            ("registry.example.com/team", "registry.example.com/team-b/app", false), // 15: boundary (differs from kubelet)
-            ("registry.example.com/team/", "registry.example.com/team/app", true),
-            ("registry.example.com/other", "registry.example.com/team/app", false), // 17
-            ("registry.example.com:5000", "registry.example.com/team/app", false), // 18
-            ("registry.example.com", "registry.example.com:5000/team/app", false), // 19
-            ("registry.example.com:443", "registry.example.com/team/app", false), // 20
-            ("*.example.com", "registry.example.com/app", true),           // 21
-            ("*.example.com", "example.com/app", false),                   // 22
-            ("*.example.com", "a.b.example.com/app", false),               // 23
-            ("*.*.example.com", "a.b.example.com/app", true),              // 24
-            ("reg*.example.com", "registry.example.com/app", true),        // 25
-            ("*.example.com:5000", "reg.example.com:5000/app", true),      // 26
-            ("*.example.com", "reg.example.com:5000/app", false),          // 27
-            ("Registry.Example.com", "registry.example.com/app", true),    // 28: case-insensitive (differs)
-            ("localhost:5000", "localhost:5000/app", true),                // 29
-            ("localhost", "localhost:5000/app", false),                    // 30
-            ("[::1]:5000", "[::1]:5000/x", true),                          // 31
-            ("*.io", "quay.io/coreos/etcd", true),                         // 32
-            ("*", "ghcr.io/x/app", true),                                  // any (extension)
+            (
+                "registry.example.com",
+                "registry.example.com/team/app",
+                true,
+            ), // 10
+            (
+                "registry.example.com/team",
+                "registry.example.com/team/app",
+                true,
+            ), // 14
+            (
+                "registry.example.com/team",
+                "registry.example.com/team-b/app",
+                false,
+            ), // 15: boundary (differs from kubelet)
+            (
+                "registry.example.com/team/",
+                "registry.example.com/team/app",
+                true,
+            ),
+            (
+                "registry.example.com/other",
+                "registry.example.com/team/app",
+                false,
+            ), // 17
+            (
+                "registry.example.com:5000",
+                "registry.example.com/team/app",
+                false,
+            ), // 18
+            (
+                "registry.example.com",
+                "registry.example.com:5000/team/app",
+                false,
+            ), // 19
+            (
+                "registry.example.com:443",
+                "registry.example.com/team/app",
+                false,
+            ), // 20
+            ("*.example.com", "registry.example.com/app", true), // 21
+            ("*.example.com", "example.com/app", false),         // 22
+            ("*.example.com", "a.b.example.com/app", false),     // 23
+            ("*.*.example.com", "a.b.example.com/app", true),    // 24
+            ("reg*.example.com", "registry.example.com/app", true), // 25
+            ("*.example.com:5000", "reg.example.com:5000/app", true), // 26
+            ("*.example.com", "reg.example.com:5000/app", false), // 27
+            ("Registry.Example.com", "registry.example.com/app", true), // 28: case-insensitive (differs)
+            ("localhost:5000", "localhost:5000/app", true),             // 29
+            ("localhost", "localhost:5000/app", false),                 // 30
+            ("[::1]:5000", "[::1]:5000/x", true),                       // 31
+            ("*.io", "quay.io/coreos/etcd", true),                      // 32
+            ("*", "ghcr.io/x/app", true),                               // any (extension)
             ("registry.io", "registry.io.evil.com/app", false),
-            ("*.tencentcloudcr.com", "demo-tcr.tencentcloudcr.com/docker/x", true),
-            ("*.tencentcloudcr.com", "evil.com/tencentcloudcr.com/x", false),
+            (
+                "*.tencentcloudcr.com",
+                "demo-tcr.tencentcloudcr.com/docker/x",
+                true,
+            ),
+            (
+                "*.tencentcloudcr.com",
+                "evil.com/tencentcloudcr.com/x",
+                false,
+            ),
             ("ghcr.io/acme", "ghcr.io/acme/app", true),
             ("ghcr.io/acme", "ghcr.io/acme", true),
             ("ghcr.io/acme", "ghcr.io/acme-other/app", false),
@@ -431,7 +489,17 @@ mod tests {
 
     #[test]
     fn bad_patterns() {
-        for p in ["", "https://ghcr.io", "library/nginx", "ghcr.io/Acme", "ghcr.io/a*", "ghcr.io:x", "a..b", "ghcr.io/x:1", "[::1"] {
+        for p in [
+            "",
+            "https://ghcr.io",
+            "library/nginx",
+            "ghcr.io/Acme",
+            "ghcr.io/a*",
+            "ghcr.io:x",
+            "a..b",
+            "ghcr.io/x:1",
+            "[::1",
+        ] {
             assert!(Pattern::parse(p).is_err(), "{p}");
         }
     }
@@ -439,10 +507,16 @@ mod tests {
     #[test]
     fn index_yields_all_matches_in_insertion_order() {
         let mut idx = Matcher::new();
-        for (i, p) in ["quay.io/coreos", "*.io", "quay.io", "ghcr.io"].iter().enumerate() {
+        for (i, p) in ["quay.io/coreos", "*.io", "quay.io", "ghcr.io"]
+            .iter()
+            .enumerate()
+        {
             idx.insert(Pattern::parse(p).unwrap(), i);
         }
-        assert_eq!(idx.matches(&parse("quay.io/coreos/etcd").unwrap()), vec![0, 1, 2]);
+        assert_eq!(
+            idx.matches(&parse("quay.io/coreos/etcd").unwrap()),
+            vec![0, 1, 2]
+        );
         assert_eq!(idx.matches(&parse("ghcr.io/x").unwrap()), vec![1, 3]);
         assert_eq!(idx.matches(&parse("nginx").unwrap()), vec![1]); // docker.io is a .io host
         assert!(idx.matches(&parse("localhost/x").unwrap()).is_empty());

@@ -75,7 +75,9 @@ impl Metrics {
             admission_requests.clone(),
         );
         let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0])
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+            ])
         });
         registry.register(
             "admission_duration_seconds",
@@ -101,13 +103,29 @@ impl Metrics {
             policy_offences.clone(),
         );
         let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("config_reloads", "Config file reloads", config_reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Config file reloads",
+            config_reloads.clone(),
+        );
         let tls_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("tls_reloads", "Serving certificate reloads", tls_reloads.clone());
+        registry.register(
+            "tls_reloads",
+            "Serving certificate reloads",
+            tls_reloads.clone(),
+        );
         let inflight = Gauge::default();
-        registry.register("admission_inflight", "Reviews being answered now", inflight.clone());
+        registry.register(
+            "admission_inflight",
+            "Reviews being answered now",
+            inflight.clone(),
+        );
         let sync_reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("sync_reconciles", "Secret-sync reconcile passes", sync_reconciles.clone());
+        registry.register(
+            "sync_reconciles",
+            "Secret-sync reconcile passes",
+            sync_reconciles.clone(),
+        );
         let sync_copies = Family::<ActionLabels, Counter>::default();
         registry.register(
             "sync_copies",

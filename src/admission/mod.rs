@@ -33,20 +33,42 @@ pub struct Decided {
     pub verdict: Verdict,
     /// Present for mutations that planned changes (secrets added, pull policies forced).
     pub plan: Option<PodPlan>,
+    /// Registry-rule offences found by `/validate`, whatever the mode did with them.
+    pub offences: usize,
 }
 
 /// The pure decision for one parsed request.
-pub fn decide(endpoint: Endpoint, req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> Decided {
-    let (mut verdict, plan) = match endpoint {
-        Endpoint::Mutate => mutate::mutate(req, cfg, facts),
-        Endpoint::Validate => (validate::validate(req, cfg, facts), None),
+pub fn decide(
+    endpoint: Endpoint,
+    req: &AdmissionRequest,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Decided {
+    let (mut verdict, plan, offences) = match endpoint {
+        Endpoint::Mutate => {
+            let (v, p) = mutate::mutate(req, cfg, facts);
+            (v, p, 0)
+        }
+        Endpoint::Validate => {
+            let (v, n) = validate::validate(req, cfg, facts);
+            (v, None, n)
+        }
     };
     verdict.warnings = warnings::shape(std::mem::take(&mut verdict.warnings));
-    Decided { verdict, plan }
+    Decided {
+        verdict,
+        plan,
+        offences,
+    }
 }
 
 /// Bytes in, bytes out: what `/mutate`, `/validate` and `review` all run.
-pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config, facts: &NamespaceFacts) -> Result<Vec<u8>, ReviewError> {
+pub fn review(
+    endpoint: Endpoint,
+    body: &[u8],
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Result<Vec<u8>, ReviewError> {
     let (api_version, req) = parse_review(body)?;
     let d = decide(endpoint, &req, cfg, facts);
     Ok(response_json(&api_version, &req.uid, &d.verdict))

@@ -35,7 +35,11 @@ pub struct NamespaceFacts {
 pub fn entries_for(cfg: &Config, img: &ImageRef, ns: &str, facts: &NamespaceFacts) -> Vec<usize> {
     let mut out: Vec<usize> = Vec::new();
     cfg.matcher.for_each_match(img, |_, &i| {
-        if !out.contains(&i) && cfg.registries[i].namespaces.contains(ns, facts.labels.as_ref()) {
+        if !out.contains(&i)
+            && cfg.registries[i]
+                .namespaces
+                .contains(ns, facts.labels.as_ref())
+        {
             out.push(i);
         }
     });
@@ -87,7 +91,10 @@ impl PodPlan {
         }
         if let Some(value) = &self.annotation {
             if self.has_annotations {
-                ops.push(add(ptr(&["metadata", "annotations", INJECTED_ANNOTATION]), json!(value)));
+                ops.push(add(
+                    ptr(&["metadata", "annotations", INJECTED_ANNOTATION]),
+                    json!(value),
+                ));
             } else if self.has_metadata {
                 ops.push(add(
                     ptr(&["metadata", "annotations"]),
@@ -152,7 +159,10 @@ pub fn plan_pod(
             if wanted.iter().any(|(s, _)| s == &r.secret) || existing.contains(&r.secret.as_str()) {
                 continue;
             }
-            let missing = facts.secrets.as_ref().is_some_and(|s| !s.contains(&r.secret));
+            let missing = facts
+                .secrets
+                .as_ref()
+                .is_some_and(|s| !s.contains(&r.secret));
             if cfg.inject_only_if_present && missing && r.source.is_none() {
                 plan.warnings.push(format!(
                     "imagePullSecret {:?} (registry {}) does not exist in namespace {ns}; not injected",
@@ -201,7 +211,11 @@ pub fn skip_reason(pod: &PodView, ns: &str, cfg: &Config) -> Option<&'static str
 
 /// The `/mutate` decision. Never denies: a mutator that denies turns its own bugs into
 /// outages; enforcement is the validating endpoint's job.
-pub fn mutate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (Verdict, Option<PodPlan>) {
+pub fn mutate(
+    req: &AdmissionRequest,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> (Verdict, Option<PodPlan>) {
     let mut verdict = Verdict::allow();
     if !req.is_core_pod() {
         return (verdict, None);
@@ -213,7 +227,9 @@ pub fn mutate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (
     let pod = match PodView::new(obj) {
         Ok(p) => p,
         Err(e) => {
-            verdict.warnings.push(format!("pullsecret-injector could not read the pod: {e}"));
+            verdict
+                .warnings
+                .push(format!("pullsecret-injector could not read the pod: {e}"));
             return (verdict, None);
         }
     };
@@ -237,13 +253,18 @@ pub fn mutate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (
                     .insert("injected-secrets".into(), plan.add_secrets.join(","));
             }
             if !plan.force_always.is_empty() {
-                let sites: Vec<String> = plan.force_always.iter().map(|t| t[..2].join("/")).collect();
-                verdict.audit_annotations.insert("forced-always-pull".into(), sites.join(","));
+                let sites: Vec<String> =
+                    plan.force_always.iter().map(|t| t[..2].join("/")).collect();
+                verdict
+                    .audit_annotations
+                    .insert("forced-always-pull".into(), sites.join(","));
             }
             (verdict, Some(plan))
         }
         Err(e) => {
-            verdict.warnings.push(format!("pullsecret-injector could not read the pod: {e}"));
+            verdict
+                .warnings
+                .push(format!("pullsecret-injector could not read the pod: {e}"));
             (verdict, None)
         }
     }
@@ -286,7 +307,9 @@ pub fn missing_secret_warnings(
     let have = pod.pull_secret_names().unwrap_or_default();
     let mut out = Vec::new();
     for site in sites {
-        let Ok(img) = image::parse(site.image) else { continue };
+        let Ok(img) = image::parse(site.image) else {
+            continue;
+        };
         for i in entries_for(cfg, &img, ns, facts) {
             let r = &cfg.registries[i];
             if !have.contains(&r.secret.as_str()) {

@@ -63,7 +63,11 @@ impl Site<'_> {
                 "image".into(),
                 "pullPolicy".into(),
             ],
-            k => vec![k.list().into(), self.index.to_string(), "imagePullPolicy".into()],
+            k => vec![
+                k.list().into(),
+                self.index.to_string(),
+                "imagePullPolicy".into(),
+            ],
         }
     }
 

@@ -176,7 +176,14 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
         base64::engine::general_purpose::STANDARD.encode(bytes)
     });
     let status = v.denial.as_ref().map(|(code, message)| {
-        let mut s = Status::failure(message, if *code == 403 { "Forbidden" } else { "BadRequest" });
+        let mut s = Status::failure(
+            message,
+            if *code == 403 {
+                "Forbidden"
+            } else {
+                "BadRequest"
+            },
+        );
         s.code = *code;
         s
     });

@@ -20,13 +20,23 @@ pub struct Offence {
     pub short: String,
 }
 
-fn judge_site(site: &Site, rules: &Rules, cfg: &Config, ns: &str, facts: &NamespaceFacts, out: &mut Vec<Offence>) {
+fn judge_site(
+    site: &Site,
+    rules: &Rules,
+    cfg: &Config,
+    ns: &str,
+    facts: &NamespaceFacts,
+    out: &mut Vec<Offence>,
+) {
     let who = site.describe();
     let img = match image::parse(site.image) {
         Ok(i) => i,
         Err(e) => {
             out.push(Offence {
-                long: format!("{who} image {:?} is not a valid image reference: {e}", site.image),
+                long: format!(
+                    "{who} image {:?} is not a valid image reference: {e}",
+                    site.image
+                ),
                 short: format!("{who}: invalid image {:?}", site.image),
             });
             return;
@@ -60,8 +70,16 @@ fn judge_site(site: &Site, rules: &Rules, cfg: &Config, ns: &str, facts: &Namesp
     };
     let policy = site.pull_policy.unwrap_or("");
     if needs_always && policy != "Always" {
-        let field = if site.kind == SiteKind::ImageVolume { "pullPolicy" } else { "imagePullPolicy" };
-        let scope = if rules.require_always_pull == PullScope::All { "all" } else { "private" };
+        let field = if site.kind == SiteKind::ImageVolume {
+            "pullPolicy"
+        } else {
+            "imagePullPolicy"
+        };
+        let scope = if rules.require_always_pull == PullScope::All {
+            "all"
+        } else {
+            "private"
+        };
         out.push(Offence {
             long: format!(
                 "{who} image {:?} (registry {registry}) must have {field} Always (policy.requireAlwaysPull: {scope}), has {:?}",
@@ -81,7 +99,11 @@ fn image_set(pod: Option<&Value>) -> HashSet<String> {
 }
 
 /// Offences of the pod under review, and warnings that are never offences.
-pub fn offences(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (Option<PolicyMode>, Vec<Offence>, Vec<String>) {
+pub fn offences(
+    req: &AdmissionRequest,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> (Option<PolicyMode>, Vec<Offence>, Vec<String>) {
     let (Some(policy), true) = (&cfg.policy, req.is_core_pod()) else {
         return (None, Vec::new(), Vec::new());
     };
@@ -139,7 +161,8 @@ pub fn offences(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) ->
 }
 
 /// The `/validate` decision.
-pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> Verdict {
+/// Returns the verdict and the number of offences found (whatever the mode did with them).
+pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (Verdict, usize) {
     let (mode, offences, notes) = offences(req, cfg, facts);
     let mut v = Verdict::allow();
     let mut warnings: Vec<String> = notes;
@@ -152,11 +175,13 @@ pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) ->
         Some(PolicyMode::Warn) => warnings.extend(offences.iter().map(|o| o.short.clone())),
         Some(PolicyMode::Audit) if !offences.is_empty() => {
             let msg: Vec<&str> = offences.iter().map(|o| o.long.as_str()).collect();
-            v.audit_annotations.insert("policy-offences".into(), msg.join("; "));
-            v.audit_annotations.insert("policy-offence-count".into(), offences.len().to_string());
+            v.audit_annotations
+                .insert("policy-offences".into(), msg.join("; "));
+            v.audit_annotations
+                .insert("policy-offence-count".into(), offences.len().to_string());
         }
         _ => {}
     }
     v.warnings = warnings;
-    v
+    (v, offences.len())
 }

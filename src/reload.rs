@@ -1,0 +1,97 @@
+//! Reload-on-change for mounted files. Kubernetes updates ConfigMap and Secret volumes by
+//! swapping a `..data` symlink, which replaces no file in place, so we watch the parent
+//! directories (not the files) and decide "changed" by comparing content, with a slow poll
+//! as a safety net for filesystems without inotify.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+fn fingerprint(paths: &[PathBuf]) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(std::fs::read(p).ok()?);
+        h.update([0u8]);
+    }
+    Some(h.finalize().into())
+}
+
+/// Calls `reload` whenever the content of `paths` changes. `reload` returns an error
+/// message to keep the old state; it is retried on the next change only.
+pub fn spawn<F>(
+    what: &'static str,
+    paths: Vec<PathBuf>,
+    poll: Duration,
+    mut reload: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Result<(), String> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        });
+        let _watcher = match watcher {
+            Ok(mut w) => {
+                let mut dirs: Vec<PathBuf> = paths
+                    .iter()
+                    .map(|p| {
+                        p.parent()
+                            .map(PathBuf::from)
+                            .unwrap_or_else(|| PathBuf::from("."))
+                    })
+                    .map(|d| {
+                        if d.as_os_str().is_empty() {
+                            PathBuf::from(".")
+                        } else {
+                            d
+                        }
+                    })
+                    .collect();
+                dirs.dedup();
+                for d in &dirs {
+                    if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+                        tracing::warn!(what, dir = %d.display(), error = %e, "cannot watch; polling only");
+                    }
+                }
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(what, error = %e, "file watching unavailable; polling only");
+                None
+            }
+        };
+        let mut last = fingerprint(&paths);
+        let mut ticker = tokio::time::interval(poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                got = rx.recv() => {
+                    if got.is_none() { break; }
+                    // let a multi-file update (cert + key) settle before reading
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while rx.try_recv().is_ok() {}
+                }
+            }
+            let now = fingerprint(&paths);
+            if now.is_none() || now == last {
+                continue;
+            }
+            match reload() {
+                Ok(()) => {
+                    tracing::info!(what, "reloaded");
+                    last = now;
+                }
+                Err(e) => {
+                    tracing::error!(what, error = %e, "reload rejected; keeping the previous version");
+                    last = now;
+                }
+            }
+        }
+    })
+}
