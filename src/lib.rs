@@ -16,4 +16,5 @@ pub mod matcher;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod sync;
 pub mod webhook;

@@ -1,0 +1,836 @@
+//! What the cluster should look like, as pure functions of the config and a snapshot of the
+//! caches. The controller only executes the actions returned here, so every rule about
+//! ownership (never touch what we did not create) is decided and tested in this file.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::config::{Config, Registry, SecretRef};
+use crate::image;
+
+use super::source::ValidSource;
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "pullsecret-injector";
+pub const SOURCE_ANNOTATION: &str = "pullsecret-injector.io/source";
+pub const VERSION_ANNOTATION: &str = "pullsecret-injector.io/source-version";
+
+/// What the namespace cache knows about one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: creating anything there fails or delays the deletion.
+    pub terminating: bool,
+}
+
+/// What the secret cache knows about one existing Secret (no data kept, only its hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExistingSecret {
+    pub type_: String,
+    /// Carries our managed-by label; only such secrets are ever updated or deleted.
+    pub managed: bool,
+    /// The `pullsecret-injector.io/source` annotation.
+    pub source: Option<String>,
+    /// Hash of the secret's own type and data (not the annotation, which could lie).
+    pub content_hash: String,
+    pub resource_version: Option<String>,
+    pub uid: Option<String>,
+    /// Seconds since the epoch, for the stuck-pod guard.
+    pub created: Option<i64>,
+}
+
+/// State of a configured source, as last observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    Missing,
+    Invalid(String),
+    Valid(ValidSource),
+}
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Create {
+        namespace: String,
+        name: String,
+        source: SecretRef,
+    },
+    /// Data, or the source it comes from, changed; replace guarded by resourceVersion.
+    Update {
+        namespace: String,
+        name: String,
+        source: SecretRef,
+        resource_version: Option<String>,
+    },
+    /// The source's type changed; `type` is immutable, so delete (guarded) and create.
+    Recreate {
+        namespace: String,
+        name: String,
+        source: SecretRef,
+        resource_version: Option<String>,
+        uid: Option<String>,
+    },
+    /// A copy we own that no entry wants any more.
+    Delete {
+        namespace: String,
+        name: String,
+        resource_version: Option<String>,
+        uid: Option<String>,
+    },
+    /// A secret of the wanted name exists without our label: leave it, report it.
+    Conflict {
+        namespace: String,
+        name: String,
+        registry: String,
+    },
+}
+
+impl Action {
+    pub fn key(&self) -> Key {
+        match self {
+            Action::Create {
+                namespace, name, ..
+            }
+            | Action::Update {
+                namespace, name, ..
+            }
+            | Action::Recreate {
+                namespace, name, ..
+            }
+            | Action::Delete {
+                namespace, name, ..
+            }
+            | Action::Conflict {
+                namespace, name, ..
+            } => (namespace.clone(), name.clone()),
+        }
+    }
+}
+
+/// Something wrong with the configuration or a source, reported once per reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    SourceMissing {
+        registry: String,
+        source: SecretRef,
+    },
+    SourceInvalid {
+        registry: String,
+        source: SecretRef,
+        reason: String,
+    },
+    /// The source holds no `auths` key for some of the entry's patterns.
+    Uncovered {
+        registry: String,
+        source: SecretRef,
+        patterns: Vec<String>,
+    },
+    /// Two entries want the same secret name from different sources in one namespace;
+    /// the first entry in the config wins.
+    Clash {
+        namespace: String,
+        name: String,
+        winner: String,
+        loser: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub problems: Vec<Problem>,
+    /// Every wanted copy → the index of the registry entry that wants it.
+    pub desired: BTreeMap<Key, usize>,
+}
+
+/// Whether entry `reg` wants its copy in `ns`. Shared by the controller and the
+/// admission-time `ensure_secrets`, so both agree on scope.
+pub fn wants_copy(cfg: &Config, reg: &Registry, ns: &NamespaceInfo) -> bool {
+    let Some(src) = &reg.source else {
+        return false;
+    };
+    !ns.terminating
+        && !cfg.is_namespace_excluded(&ns.name)
+        && !(src.namespace == ns.name && src.name == reg.secret)
+        && reg.namespaces.contains(&ns.name, Some(&ns.labels))
+}
+
+pub fn source_string(s: &SecretRef) -> String {
+    format!("{}/{}", s.namespace, s.name)
+}
+
+/// Desired copies versus existing secrets → actions.
+///
+/// `existing` needs to hold only secrets whose name some entry uses, plus every secret
+/// carrying our label (candidates for deletion); extra entries are ignored.
+pub fn plan(
+    cfg: &Config,
+    namespaces: &[NamespaceInfo],
+    existing: &HashMap<Key, ExistingSecret>,
+    sources: &HashMap<SecretRef, SourceState>,
+) -> Plan {
+    let mut out = Plan::default();
+    for reg in &cfg.registries {
+        let Some(src) = &reg.source else { continue };
+        match sources.get(src).unwrap_or(&SourceState::Missing) {
+            SourceState::Missing => out.problems.push(Problem::SourceMissing {
+                registry: reg.name.clone(),
+                source: src.clone(),
+            }),
+            SourceState::Invalid(reason) => out.problems.push(Problem::SourceInvalid {
+                registry: reg.name.clone(),
+                source: src.clone(),
+                reason: reason.clone(),
+            }),
+            SourceState::Valid(v) => {
+                let patterns = super::source::uncovered_patterns(&reg.patterns, &v.auth_keys);
+                if !patterns.is_empty() {
+                    out.problems.push(Problem::Uncovered {
+                        registry: reg.name.clone(),
+                        source: src.clone(),
+                        patterns,
+                    });
+                }
+            }
+        }
+    }
+    for ns in namespaces {
+        for (i, reg) in cfg.registries.iter().enumerate() {
+            if !wants_copy(cfg, reg, ns) {
+                continue;
+            }
+            let key = (ns.name.clone(), reg.secret.clone());
+            if let Some(&w) = out.desired.get(&key) {
+                let winner = &cfg.registries[w];
+                if winner.source != reg.source {
+                    out.problems.push(Problem::Clash {
+                        namespace: ns.name.clone(),
+                        name: reg.secret.clone(),
+                        winner: winner.name.clone(),
+                        loser: reg.name.clone(),
+                    });
+                }
+                continue;
+            }
+            out.desired.insert(key, i);
+        }
+    }
+    for (key, &i) in &out.desired {
+        let reg = &cfg.registries[i];
+        let src = reg.source.as_ref().expect("desired entries have a source");
+        let (namespace, name) = key.clone();
+        match existing.get(key) {
+            Some(e) if !e.managed => out.actions.push(Action::Conflict {
+                namespace,
+                name,
+                registry: reg.name.clone(),
+            }),
+            existing_copy => {
+                // Without a valid source nothing is written; an existing copy stays.
+                let Some(SourceState::Valid(v)) = sources.get(src) else {
+                    continue;
+                };
+                match existing_copy {
+                    None => out.actions.push(Action::Create {
+                        namespace,
+                        name,
+                        source: src.clone(),
+                    }),
+                    Some(e) if e.type_ != v.type_ => out.actions.push(Action::Recreate {
+                        namespace,
+                        name,
+                        source: src.clone(),
+                        resource_version: e.resource_version.clone(),
+                        uid: e.uid.clone(),
+                    }),
+                    Some(e)
+                        if e.content_hash != v.hash
+                            || e.source.as_deref() != Some(source_string(src).as_str()) =>
+                    {
+                        out.actions.push(Action::Update {
+                            namespace,
+                            name,
+                            source: src.clone(),
+                            resource_version: e.resource_version.clone(),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let mut stale: Vec<(&Key, &ExistingSecret)> = existing
+        .iter()
+        .filter(|(k, e)| e.managed && e.source.is_some() && !out.desired.contains_key(*k))
+        .collect();
+    stale.sort_by(|a, b| a.0.cmp(b.0));
+    for ((namespace, name), e) in stale {
+        out.actions.push(Action::Delete {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            resource_version: e.resource_version.clone(),
+            uid: e.uid.clone(),
+        });
+    }
+    out
+}
+
+/// A ServiceAccount as the cache knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAccountInfo {
+    pub image_pull_secrets: Option<Vec<String>>,
+    pub resource_version: Option<String>,
+}
+
+/// Append `secret` to a ServiceAccount's `imagePullSecrets`, never replacing the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaPatch {
+    pub namespace: String,
+    pub service_account: String,
+    pub secret: String,
+    /// The list was absent: the patch adds it whole, guarded by resourceVersion.
+    pub list_absent: bool,
+    pub resource_version: Option<String>,
+}
+
+/// ServiceAccounts (named by entries' `serviceAccounts`) in namespaces that get a copy,
+/// missing the copy's name. Accounts that do not exist yet are skipped: a new account
+/// triggers a reconcile, and creating accounts is not ours to do.
+pub fn sa_patches(
+    cfg: &Config,
+    plan: &Plan,
+    existing: &HashMap<Key, ExistingSecret>,
+    accounts: &HashMap<Key, ServiceAccountInfo>,
+) -> Vec<SaPatch> {
+    let mut out = Vec::new();
+    for (key, &i) in &plan.desired {
+        let (ns, secret) = key;
+        let reg = &cfg.registries[i];
+        // Only copies that exist as ours or are being created now: someone else's secret
+        // of that name is their business, and a reference to a copy that cannot be made
+        // (invalid source) would only produce kubelet warnings.
+        let ours = existing.get(key).is_some_and(|e| e.managed)
+            || plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Create { .. }) && &a.key() == key);
+        if !ours {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for sa in &reg.service_accounts {
+            if !seen.insert(sa) {
+                continue;
+            }
+            let Some(info) = accounts.get(&(ns.clone(), sa.clone())) else {
+                continue;
+            };
+            let present = info
+                .image_pull_secrets
+                .as_ref()
+                .is_some_and(|l| l.contains(secret));
+            if !present {
+                out.push(SaPatch {
+                    namespace: ns.clone(),
+                    service_account: sa.clone(),
+                    secret: secret.clone(),
+                    list_absent: info.image_pull_secrets.is_none(),
+                    resource_version: info.resource_version.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A Pod as the stuck-pod repair needs to see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    /// Has an ownerReference with `controller: true` (something will recreate it).
+    pub controlled: bool,
+    pub created: Option<i64>,
+    pub pull_secrets: Vec<String>,
+    /// Images of containers waiting in `ImagePullBackOff` or `ErrImagePull`.
+    pub stuck_images: Vec<String>,
+}
+
+/// Controller-owned pods stuck pulling an image that a copy we now have would serve.
+///
+/// Only when deleting can help: the pod does not reference the copy (its replacement will
+/// get it injected), or the copy appeared after the pod was created. A pod that already
+/// had the copy from the start and still fails has wrong credentials; deleting it would
+/// loop forever.
+pub fn stuck_pods(
+    cfg: &Config,
+    pods: &[PodInfo],
+    labels: &HashMap<String, BTreeMap<String, String>>,
+    existing: &HashMap<Key, ExistingSecret>,
+) -> Vec<PodInfo> {
+    if !cfg.repair_stuck_pods {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for pod in pods {
+        if !pod.controlled
+            || pod.stuck_images.is_empty()
+            || cfg.is_namespace_excluded(&pod.namespace)
+        {
+            continue;
+        }
+        let ns_labels = labels.get(&pod.namespace);
+        let helps = pod.stuck_images.iter().any(|img| {
+            let Ok(img) = image::parse(img) else {
+                return false;
+            };
+            cfg.matcher.matches(&img).into_iter().any(|i| {
+                let reg = &cfg.registries[i];
+                if reg.source.is_none() || !reg.namespaces.contains(&pod.namespace, ns_labels) {
+                    return false;
+                }
+                let Some(copy) = existing.get(&(pod.namespace.clone(), reg.secret.clone())) else {
+                    return false;
+                };
+                copy.managed
+                    && (!pod.pull_secrets.contains(&reg.secret)
+                        || matches!((copy.created, pod.created), (Some(c), Some(p)) if c > p))
+            })
+        });
+        if helps {
+            out.push(pod.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::source::{TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
+    use k8s_openapi::ByteString;
+
+    const CFG: &str = r#"
+namespaces: {exclude: ["kube-*"]}
+repairStuckPods: true
+registries:
+  - name: tcr
+    match: ["*.tencentcloudcr.com"]
+    secret: tcr-pull
+    source: {namespace: creds, name: tcr-src}
+    namespaces:
+      include: ["team-*", "creds"]
+      exclude: ["team-legacy"]
+      selector: {matchLabels: {registry-access: tcr}}
+    serviceAccounts: [default, default, builder]
+  - name: ghcr
+    match: ["ghcr.io/acme"]
+    secret: ghcr-pull
+    source: {namespace: creds, name: ghcr-pull}
+  - name: manual
+    match: ["quay.io"]
+    secret: quay-pull
+"#;
+
+    fn cfg() -> Config {
+        Config::parse(CFG, "t.yaml").unwrap()
+    }
+
+    fn ns(name: &str, access: bool) -> NamespaceInfo {
+        let mut labels = BTreeMap::new();
+        if access {
+            labels.insert("registry-access".into(), "tcr".into());
+        }
+        NamespaceInfo {
+            name: name.into(),
+            labels,
+            terminating: false,
+        }
+    }
+
+    fn valid(type_: &str, auth_key: &str) -> SourceState {
+        let (key, json) = if type_ == TYPE_DOCKERCFG {
+            (
+                ".dockercfg",
+                format!(r#"{{"{auth_key}":{{"auth":"dTpw"}}}}"#),
+            )
+        } else {
+            (
+                ".dockerconfigjson",
+                format!(r#"{{"auths":{{"{auth_key}":{{"auth":"dTpw"}}}}}}"#),
+            )
+        };
+        let s = k8s_openapi::api::core::v1::Secret {
+            type_: Some(type_.into()),
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                ByteString(json.into_bytes()),
+            )])),
+            ..Default::default()
+        };
+        SourceState::Valid(crate::sync::source::validate(&s).unwrap())
+    }
+
+    fn r(ns: &str, name: &str) -> SecretRef {
+        SecretRef {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn sources() -> HashMap<SecretRef, SourceState> {
+        HashMap::from([
+            (
+                r("creds", "tcr-src"),
+                valid(TYPE_DOCKERCONFIGJSON, "*.tencentcloudcr.com"),
+            ),
+            (
+                r("creds", "ghcr-pull"),
+                valid(TYPE_DOCKERCONFIGJSON, "ghcr.io"),
+            ),
+        ])
+    }
+
+    fn hash_of(s: &SourceState) -> String {
+        match s {
+            SourceState::Valid(v) => v.hash.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn copy(src: &str, hash: &str) -> ExistingSecret {
+        ExistingSecret {
+            type_: TYPE_DOCKERCONFIGJSON.into(),
+            managed: true,
+            source: Some(src.into()),
+            content_hash: hash.into(),
+            resource_version: Some("7".into()),
+            uid: Some("u".into()),
+            created: Some(100),
+        }
+    }
+
+    fn k(a: &str, b: &str) -> Key {
+        (a.into(), b.into())
+    }
+
+    fn create(ns: &str, name: &str, src: SecretRef) -> Action {
+        Action::Create {
+            namespace: ns.into(),
+            name: name.into(),
+            source: src,
+        }
+    }
+
+    #[test]
+    fn creates_copies_in_scope_and_skips_the_rest() {
+        let c = cfg();
+        let nss = [
+            ns("team-a", true),
+            ns("team-b", false),     // selector fails: ghcr only
+            ns("team-legacy", true), // excluded by the entry: ghcr only
+            ns("kube-system", true), // excluded globally
+            ns("creds", true), // source namespace: tcr copy has another name, ghcr is the source itself
+            NamespaceInfo {
+                terminating: true,
+                ..ns("team-dying", true)
+            },
+        ];
+        let p = plan(&c, &nss, &HashMap::new(), &sources());
+        let tcr = r("creds", "tcr-src");
+        let ghcr = r("creds", "ghcr-pull");
+        assert_eq!(
+            p.actions,
+            vec![
+                create("creds", "tcr-pull", tcr.clone()),
+                create("team-a", "ghcr-pull", ghcr.clone()),
+                create("team-a", "tcr-pull", tcr),
+                create("team-b", "ghcr-pull", ghcr.clone()),
+                create("team-legacy", "ghcr-pull", ghcr),
+            ]
+        );
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+    }
+
+    #[test]
+    fn up_to_date_copies_need_nothing_and_changed_ones_update() {
+        let c = cfg();
+        let s = sources();
+        let tcr_hash = hash_of(&s[&r("creds", "tcr-src")]);
+        let existing = HashMap::from([
+            (k("team-a", "tcr-pull"), copy("creds/tcr-src", &tcr_hash)),
+            (k("team-b", "tcr-pull"), copy("creds/tcr-src", "old")),
+            (k("team-c", "tcr-pull"), copy("creds/elsewhere", &tcr_hash)),
+        ]);
+        let nss = [ns("team-a", true), ns("team-b", true), ns("team-c", true)];
+        let c = Config {
+            registries: c.registries[..1].to_vec(),
+            ..c
+        };
+        let p = plan(&c, &nss, &existing, &s);
+        let upd = |n: &str| Action::Update {
+            namespace: n.into(),
+            name: "tcr-pull".into(),
+            source: r("creds", "tcr-src"),
+            resource_version: Some("7".into()),
+        };
+        assert_eq!(p.actions, vec![upd("team-b"), upd("team-c")]);
+    }
+
+    #[test]
+    fn type_change_recreates() {
+        let c = cfg();
+        let mut s = sources();
+        s.insert(
+            r("creds", "tcr-src"),
+            valid(TYPE_DOCKERCFG, "*.tencentcloudcr.com"),
+        );
+        let existing = HashMap::from([(k("team-a", "tcr-pull"), copy("creds/tcr-src", "x"))]);
+        let p = plan(&c, &[ns("team-a", true)], &existing, &s);
+        assert!(p.actions.contains(&Action::Recreate {
+            namespace: "team-a".into(),
+            name: "tcr-pull".into(),
+            source: r("creds", "tcr-src"),
+            resource_version: Some("7".into()),
+            uid: Some("u".into()),
+        }));
+    }
+
+    #[test]
+    fn deletes_only_our_copies_that_left_scope() {
+        let c = cfg();
+        let s = sources();
+        let h = hash_of(&s[&r("creds", "tcr-src")]);
+        let existing = HashMap::from([
+            // relabelled out of scope: ours → delete
+            (k("team-a", "tcr-pull"), copy("creds/tcr-src", &h)),
+            // entry removed from config (name no longer used): ours → delete
+            (k("team-a", "old-pull"), copy("creds/old", "z")),
+            // unowned, out of scope: untouched
+            (
+                k("team-x", "tcr-pull"),
+                ExistingSecret {
+                    managed: false,
+                    ..copy("creds/tcr-src", &h)
+                },
+            ),
+            // managed label but no source annotation: not a copy, untouched
+            (
+                k("team-y", "tcr-pull"),
+                ExistingSecret {
+                    source: None,
+                    ..copy("", &h)
+                },
+            ),
+        ]);
+        let nss = [
+            ns("team-a", false),
+            ns("team-x", false),
+            ns("team-y", false),
+        ];
+        let c = Config {
+            registries: c.registries[..1].to_vec(),
+            ..c
+        };
+        let p = plan(&c, &nss, &existing, &s);
+        let del = |n: &str, name: &str| Action::Delete {
+            namespace: n.into(),
+            name: name.into(),
+            resource_version: Some("7".into()),
+            uid: Some("u".into()),
+        };
+        assert_eq!(
+            p.actions,
+            vec![del("team-a", "old-pull"), del("team-a", "tcr-pull")]
+        );
+    }
+
+    #[test]
+    fn unowned_secret_is_a_conflict_never_an_update() {
+        let c = cfg();
+        let existing = HashMap::from([(
+            k("team-a", "ghcr-pull"),
+            ExistingSecret {
+                managed: false,
+                type_: "Opaque".into(),
+                content_hash: "mine".into(),
+                ..Default::default()
+            },
+        )]);
+        let p = plan(&c, &[ns("team-a", false)], &existing, &sources());
+        assert_eq!(
+            p.actions,
+            vec![Action::Conflict {
+                namespace: "team-a".into(),
+                name: "ghcr-pull".into(),
+                registry: "ghcr".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_or_missing_source_writes_nothing_and_keeps_copies() {
+        let c = cfg();
+        let mut s = sources();
+        s.insert(r("creds", "tcr-src"), SourceState::Invalid("bad".into()));
+        s.remove(&r("creds", "ghcr-pull"));
+        let existing = HashMap::from([(k("team-a", "tcr-pull"), copy("creds/tcr-src", "old"))]);
+        let p = plan(&c, &[ns("team-a", true), ns("team-b", true)], &existing, &s);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(
+            p.problems,
+            vec![
+                Problem::SourceInvalid {
+                    registry: "tcr".into(),
+                    source: r("creds", "tcr-src"),
+                    reason: "bad".into()
+                },
+                Problem::SourceMissing {
+                    registry: "ghcr".into(),
+                    source: r("creds", "ghcr-pull")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn uncovered_patterns_and_clashes_are_reported() {
+        let text = r#"
+registries:
+  - {name: a, match: ["a.io", "b.io"], secret: s, source: {namespace: c, name: a}}
+  - {name: b, match: ["c.io"], secret: s, source: {namespace: c, name: b}}
+"#;
+        let c = Config::parse(text, "t").unwrap();
+        let s = HashMap::from([
+            (r("c", "a"), valid(TYPE_DOCKERCONFIGJSON, "a.io")),
+            (r("c", "b"), valid(TYPE_DOCKERCONFIGJSON, "c.io")),
+        ]);
+        let p = plan(&c, &[ns("x", false)], &HashMap::new(), &s);
+        assert_eq!(p.actions, vec![create("x", "s", r("c", "a"))]);
+        assert!(p.problems.contains(&Problem::Uncovered {
+            registry: "a".into(),
+            source: r("c", "a"),
+            patterns: vec!["b.io".into()]
+        }));
+        assert!(p.problems.contains(&Problem::Clash {
+            namespace: "x".into(),
+            name: "s".into(),
+            winner: "a".into(),
+            loser: "b".into()
+        }));
+    }
+
+    #[test]
+    fn service_accounts_are_appended_not_replaced() {
+        let c = cfg();
+        let p = plan(
+            &c,
+            &[ns("team-a", true), ns("team-b", true)],
+            &HashMap::new(),
+            &sources(),
+        );
+        let accounts = HashMap::from([
+            (
+                k("team-a", "default"),
+                ServiceAccountInfo {
+                    image_pull_secrets: Some(vec!["other".into()]),
+                    resource_version: Some("1".into()),
+                },
+            ),
+            (
+                k("team-a", "builder"),
+                ServiceAccountInfo {
+                    image_pull_secrets: Some(vec!["tcr-pull".into()]),
+                    resource_version: Some("2".into()),
+                },
+            ),
+            (
+                k("team-b", "default"),
+                ServiceAccountInfo {
+                    image_pull_secrets: None,
+                    resource_version: Some("3".into()),
+                },
+            ),
+        ]);
+        let got = sa_patches(&c, &p, &HashMap::new(), &accounts);
+        assert_eq!(
+            got,
+            vec![
+                SaPatch {
+                    namespace: "team-a".into(),
+                    service_account: "default".into(),
+                    secret: "tcr-pull".into(),
+                    list_absent: false,
+                    resource_version: Some("1".into()),
+                },
+                SaPatch {
+                    namespace: "team-b".into(),
+                    service_account: "default".into(),
+                    secret: "tcr-pull".into(),
+                    list_absent: true,
+                    resource_version: Some("3".into()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn stuck_pods_only_controller_owned_and_only_when_it_helps() {
+        let c = cfg();
+        let existing = HashMap::from([
+            (k("team-a", "tcr-pull"), copy("creds/tcr-src", "h")),
+            (
+                k("team-b", "tcr-pull"),
+                ExistingSecret {
+                    managed: false,
+                    ..copy("creds/tcr-src", "h")
+                },
+            ),
+        ]);
+        let labels: HashMap<String, BTreeMap<String, String>> = ["team-a", "team-b"]
+            .iter()
+            .map(|n| (n.to_string(), ns(n, true).labels))
+            .collect();
+        let pod =
+            |name: &str, ns: &str, controlled: bool, secrets: &[&str], created: i64, img: &str| {
+                PodInfo {
+                    namespace: ns.into(),
+                    name: name.into(),
+                    uid: Some(name.into()),
+                    controlled,
+                    created: Some(created),
+                    pull_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+                    stuck_images: vec![img.into()],
+                }
+            };
+        let img = "demo.tencentcloudcr.com/x/app:1";
+        let pods = [
+            pod("ok-no-ref", "team-a", true, &[], 200, img),
+            pod("ok-older", "team-a", true, &["tcr-pull"], 50, img),
+            pod("bare", "team-a", false, &[], 200, img),
+            pod("had-it", "team-a", true, &["tcr-pull"], 200, img),
+            pod(
+                "other-registry",
+                "team-a",
+                true,
+                &[],
+                200,
+                "docker.io/library/nginx",
+            ),
+            pod("unowned-copy", "team-b", true, &[], 200, img),
+        ];
+        let got: Vec<String> = stuck_pods(&c, &pods, &labels, &existing)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(got, vec!["ok-no-ref", "ok-older"]);
+        let off = Config {
+            repair_stuck_pods: false,
+            ..c
+        };
+        assert!(stuck_pods(&off, &pods, &labels, &existing).is_empty());
+    }
+}
