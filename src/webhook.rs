@@ -118,8 +118,8 @@ impl Webhook {
                     .inc_by(n);
             }
         }
-        let op = format!("{:?}", req.operation).to_uppercase();
-        self.count(endpoint, &op, outcome);
+        let op = req.operation.as_str();
+        self.count(endpoint, op, outcome);
         self.metrics
             .admission_duration
             .get_or_create(&EndpointLabels {
@@ -129,7 +129,7 @@ impl Webhook {
         tracing::debug!(
             uid = %req.uid,
             endpoint = endpoint.as_str(),
-            operation = %op,
+            operation = op,
             namespace = ns,
             pod = req.display_name(),
             decision = outcome,

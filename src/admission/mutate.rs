@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
-use kube::core::admission::Operation;
 use serde_json::{Value, json};
 
 use super::pod::{PodView, Site, SiteKind};
-use super::request::{AdmissionRequest, Verdict};
+use super::request::{AdmissionRequest, Operation, Verdict};
 use crate::config::{Config, PullScope};
 use crate::image::{self, ImageRef};
 

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use json_patch::PatchOperation;
-use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,13 +18,39 @@ use serde_json::Value;
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
 
-#[derive(Debug, Clone, Deserialize)]
+/// The envelope, read before the request so version and kind errors are reported as such.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionReview {
-    pub api_version: String,
-    pub kind: String,
-    #[serde(default)]
-    pub request: Option<AdmissionRequest>,
+struct Envelope<'a> {
+    api_version: String,
+    kind: String,
+    #[serde(default, borrow)]
+    request: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An operation this webhook may be asked about; unknown values are kept as `Other` so a
+/// newer API server's review is answered instead of rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+    #[serde(other)]
+    Other,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+            Operation::Other => "OTHER",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,21 +131,23 @@ pub enum ReviewError {
 /// Parses a review; v1beta1 is accepted and answered in kind (same shape, and the API
 /// server's v1beta1 path is more lenient, so answering in kind is always safe).
 pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest), ReviewError> {
-    let review: AdmissionReview = serde_json::from_slice(body).map_err(|e| {
+    let malformed = |e: serde_json::Error| {
         let msg = e.to_string();
         ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())
-    })?;
-    if review.api_version != V1 && review.api_version != V1BETA1 {
-        return Err(ReviewError::Version(review.api_version));
+    };
+    let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
+    if envelope.api_version != V1 && envelope.api_version != V1BETA1 {
+        return Err(ReviewError::Version(envelope.api_version));
     }
-    if review.kind != "AdmissionReview" {
-        return Err(ReviewError::Kind(review.kind));
+    if envelope.kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(envelope.kind));
     }
-    let req = review.request.ok_or(ReviewError::NoRequest)?;
+    let raw = envelope.request.ok_or(ReviewError::NoRequest)?;
+    let req: AdmissionRequest = serde_json::from_str(raw.get()).map_err(malformed)?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
-    Ok((review.api_version, req))
+    Ok((envelope.api_version, req))
 }
 
 /// The outcome of a decision, before it is wrapped in an envelope.

@@ -4,12 +4,11 @@
 
 use std::collections::HashSet;
 
-use kube::core::admission::Operation;
 use serde_json::Value;
 
 use super::mutate::{NamespaceFacts, entries_for, missing_secret_warnings, new_ephemeral_sites};
 use super::pod::{PodView, Site, SiteKind};
-use super::request::{AdmissionRequest, Verdict};
+use super::request::{AdmissionRequest, Operation, Verdict};
 use crate::config::{Config, PolicyMode, PullScope, Rules};
 use crate::image;
 
