@@ -159,7 +159,11 @@ async fn docker_hub_short_names_normalise_to_docker_io_library() {
         let (_, out) = mutate(&pod(&[("a", image)]), "team-a").await;
         assert_eq!(secret_names(&out), ["hub-library"], "{image}");
     }
-    for image in ["myuser/app", "registry-1.docker.io/nginx", "localhost:5000/nginx"] {
+    for image in [
+        "myuser/app",
+        "registry-1.docker.io/nginx",
+        "localhost:5000/nginx",
+    ] {
         let (_, out) = mutate(&pod(&[("a", image)]), "team-a").await;
         assert!(
             !secret_names(&out).contains(&"hub-library".to_string()),
@@ -325,7 +329,7 @@ async fn ephemeral_container_update_forces_always_on_new_ones_only() {
     // the pod lacks local-registry and it cannot be added now: the tenant is told
     let w = body["response"]["warnings"][0].as_str().unwrap();
     assert!(
-        w.contains("ephemeral container \"new\" needs imagePullSecret \"local-registry\""),
+        w.contains("ephemeral container \"new\": pod lacks imagePullSecret \"local-registry\""),
         "{w}"
     );
 }

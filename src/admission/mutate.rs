@@ -313,7 +313,7 @@ pub fn missing_secret_warnings(
             let r = &cfg.registries[i];
             if !have.contains(&r.secret.as_str()) {
                 out.push(format!(
-                    "{} needs imagePullSecret {:?} (registry {}), which the pod lacks; its pull may fail",
+                    "{}: pod lacks imagePullSecret {:?} (registry {}); its pull may fail",
                     site.describe(),
                     r.secret,
                     r.name

@@ -288,3 +288,38 @@ pub fn fixture(name: &str) -> Value {
     )
     .unwrap()
 }
+
+/// Registry rules used by the policy tests; `{mode}` is replaced per file.
+pub const POLICY_CONFIG: &str = r#"
+registries:
+  - name: tcr
+    match: ["*.tencentcloudcr.com"]
+    secret: tcr-pull
+  - name: local
+    match: ["localhost:5000"]
+    secret: local-registry
+policy:
+  mode: {mode}
+  allow: ["*.tencentcloudcr.com", "docker.io/library", "registry.k8s.io", "localhost:5000"]
+  deny: ["docker.io/library/evil", "docker.io/evilcorp"]
+  requireAlwaysPull: private
+  exemptNamespaces: [kube-system]
+  overrides:
+    - namespaces: ["sandbox-*"]
+      mode: warn
+      allow: ["*"]
+"#;
+
+pub fn policy_server(mode: &str) -> Server {
+    Server::start(&POLICY_CONFIG.replace("{mode}", mode), &[])
+}
+
+/// A pod update review: `old` stored, `new` requested, optional subresource.
+pub fn update_review(old: Value, new: Value, ns: &str, sub: Option<&str>) -> Value {
+    let mut r = review_for(new, ns, "UPDATE");
+    r["request"]["oldObject"] = old;
+    if let Some(s) = sub {
+        r["request"]["subResource"] = json!(s);
+    }
+    r
+}
