@@ -21,6 +21,8 @@ pub struct NamespaceInfo {
     pub labels: BTreeMap<String, String>,
     /// Being deleted: creating anything there fails or delays the deletion.
     pub terminating: bool,
+    /// For Events about the namespace.
+    pub uid: Option<String>,
 }
 
 /// What the secret cache knows about one existing Secret (no data kept, only its hash).
@@ -448,6 +450,7 @@ registries:
             name: name.into(),
             labels,
             terminating: false,
+            uid: None,
         }
     }
 
