@@ -155,7 +155,7 @@ fn is_managed(s: &Secret) -> bool {
 /// Outcome of one create-if-absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Created {
-    Created,
+    New,
     AlreadyOurs,
     Foreign,
     /// The namespace is gone or terminating.
@@ -354,7 +354,7 @@ impl Shared {
                     note,
                 )
                 .await;
-                Ok(Created::Created)
+                Ok(Created::New)
             }
             Err(e) if is_status(&e, 409) => match api.get_opt(name).await? {
                 Some(s) if is_managed(&s) => Ok(Created::AlreadyOurs),

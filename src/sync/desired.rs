@@ -153,10 +153,12 @@ pub fn wants_copy(cfg: &Config, reg: &Registry, ns: &NamespaceInfo) -> bool {
     let Some(src) = &reg.source else {
         return false;
     };
-    !ns.terminating
-        && !cfg.is_namespace_excluded(&ns.name)
-        && !(src.namespace == ns.name && src.name == reg.secret)
-        && reg.namespaces.contains(&ns.name, Some(&ns.labels))
+    // The copy would be the source itself.
+    let is_source = src.namespace == ns.name && src.name == reg.secret;
+    if ns.terminating || is_source || cfg.is_namespace_excluded(&ns.name) {
+        return false;
+    }
+    reg.namespaces.contains(&ns.name, Some(&ns.labels))
 }
 
 pub fn source_string(s: &SecretRef) -> String {
