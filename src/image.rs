@@ -297,7 +297,9 @@ mod tests {
     fn valid_vectors() {
         let h512 = H.repeat(2);
         let tag128 = "t".repeat(128);
-        let cases: Vec<(String, &str, &str, Option<&str>, Option<String>)> = vec![
+        // (input, domain, path, tag, digest)
+        type Vector<'a> = (String, &'a str, &'a str, Option<&'a str>, Option<String>);
+        let cases: Vec<Vector> = vec![
             ("nginx".into(), "docker.io", "library/nginx", None, None), // 1
             (
                 "nginx:1.25".into(),
