@@ -141,7 +141,7 @@ impl Metrics {
         let admission_secret_ensures = Family::<ResultLabels, Counter>::default();
         registry.register(
             "admission_secret_ensures",
-            "Missing secret copies created while admitting a pod",
+            "Pre-admission checks that the managed copies of injected secrets exist (created when missing)",
             admission_secret_ensures.clone(),
         );
         Metrics {
