@@ -421,3 +421,105 @@ async fn sigterm_drains_in_flight_reviews_then_exits_zero() {
     let status = server.terminate();
     assert_eq!(status.code(), Some(0));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Opt-in soak: `cargo test --release --test operations -- --ignored soak`.
+/// 60 s of keep-alive load; a config reload at 20 s and a certificate rotation at 40 s;
+/// no request may fail and resident memory must stay flat after warm-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn soak_60s_with_reload_and_rotation() {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let old = certs::generate(&names, 30).unwrap();
+    let (new_cert, new_key) = certs::issue(&old, &names, None, 30).unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    write_secret_volume(vol.path(), 1, &old.cert_pem, &old.key_pem);
+    let ca = vol.path().join("ca.pem");
+    std::fs::write(&ca, &old.ca_pem).unwrap();
+    let (cert, key) = (vol.path().join("tls.crt"), vol.path().join("tls.key"));
+    let server = Server::start(
+        CONFIG,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (url, ca, failures, done) = (
+            server.url("/mutate"),
+            ca.clone(),
+            failures.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let c = client_trusting(&ca);
+            let review = review_for(
+                pod(&[("a", "ghcr.io/acme/x:1"), ("b", "nginx")]),
+                "team-a",
+                "CREATE",
+            );
+            while Instant::now() < deadline {
+                match c.post(&url).json(&review).send().await {
+                    Ok(r) if r.status() == 200 => done.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("task {i}: {other:?}");
+                        failures.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let warm = rss_kib(server.child.id());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    std::fs::write(
+        &server.config_path,
+        CONFIG.replace("secret: ghcr-acme", "secret: ghcr-b"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    write_secret_volume(vol.path(), 2, &new_cert, &new_key);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let end = rss_kib(server.child.id());
+    let m = metrics(&server).await;
+    eprintln!(
+        "soak: {} requests, rss warm {warm} KiB, end {end} KiB",
+        done.load(Ordering::Relaxed)
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"pullsecret_injector_config_reloads_total{result="success"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"pullsecret_injector_tls_reloads_total{result="success"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        end < warm + warm / 4 + 4096,
+        "memory grew from {warm} KiB to {end} KiB"
+    );
+}
