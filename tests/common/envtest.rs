@@ -31,17 +31,20 @@ pub struct Envtest {
     pub ca_pem: String,
     /// PEM of the CA key, for issuing more client certificates.
     pub ca_key_pem: String,
+    // Field order is drop order: the API server stops before etcd, both before the dir goes.
+    apiserver: Proc,
+    etcd: Proc,
     pub dir: tempfile::TempDir,
-    etcd: Child,
-    apiserver: Child,
 }
 
-impl Drop for Envtest {
+/// A child process killed on drop, so a panicking test (or a failed start) leaves nothing
+/// running behind.
+struct Proc(Child);
+
+impl Drop for Proc {
     fn drop(&mut self) {
-        for c in [&mut self.apiserver, &mut self.etcd] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -150,7 +153,7 @@ pub async fn start() -> Option<Envtest> {
     // etcd
     let (client_port, peer_port) = (free_port(), free_port());
     let etcd_log = p("etcd.log");
-    let etcd = spawn(
+    let mut etcd = Proc(spawn(
         &etcd_bin,
         &[
             format!("--data-dir={}", s(p("etcd"))),
@@ -162,7 +165,7 @@ pub async fn start() -> Option<Envtest> {
             format!("--initial-cluster=envtest=http://127.0.0.1:{peer_port}"),
         ],
         &etcd_log,
-    );
+    ));
 
     // certificates: one CA for serving and clients; a key for service account tokens
     let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
@@ -187,8 +190,7 @@ pub async fn start() -> Option<Envtest> {
     let port = free_port();
     let server = format!("https://127.0.0.1:{port}");
     let api_log = p("kube-apiserver.log");
-    let mut etcd = etcd;
-    let mut apiserver = spawn(
+    let mut apiserver = Proc(spawn(
         &apiserver_bin,
         &[
             format!("--etcd-servers=http://127.0.0.1:{client_port}"),
@@ -209,7 +211,7 @@ pub async fn start() -> Option<Envtest> {
             "--allow-privileged=true".into(),
         ],
         &api_log,
-    );
+    ));
 
     let kubeconfig = kubeconfig(&server, &bundle.ca_pem, &admin_cert, &admin_key);
     let client = client_from(&kubeconfig).await;
@@ -224,13 +226,11 @@ pub async fn start() -> Option<Envtest> {
             ("etcd", &mut etcd, &etcd_log),
             ("kube-apiserver", &mut apiserver, &api_log),
         ] {
-            if let Ok(Some(st)) = child.try_wait() {
+            if let Ok(Some(st)) = child.0.try_wait() {
                 panic!("{name} exited ({st}):\n{}", tail(log));
             }
         }
         if Instant::now() > deadline {
-            let _ = apiserver.kill();
-            let _ = etcd.kill();
             panic!(
                 "kube-apiserver not ready after 90s\n--- etcd ---\n{}\n--- kube-apiserver ---\n{}",
                 tail(&etcd_log),
