@@ -1,0 +1,150 @@
+//! Micro-benchmarks of the admission hot path (divan): image parsing, registry matching
+//! against 10/100/1,000 entries, and the review split into its stages
+//! (`parse_review` → `decide` → `response_json`) plus the whole `review()`.
+//!
+//! Run: `cargo bench --bench micro` (about 40 s). Times are per item: one image, one
+//! match, one review. Every review benchmark cycles through 8 different Pods of its size.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use divan::Bencher;
+use pullsecret_injector::admission::{
+    self, AdmissionRequest, Endpoint, NamespaceFacts, decide, parse_review, response_json,
+};
+use pullsecret_injector::config::Config;
+use pullsecret_injector::image::{self, ImageRef};
+
+/// Pods per size the review benchmarks rotate through.
+const VARIANTS: u64 = 8;
+
+static CONFIGS: LazyLock<Vec<(usize, Config)>> = LazyLock::new(|| {
+    common::ENTRY_COUNTS
+        .iter()
+        .map(|&n| (n, common::config(n)))
+        .collect()
+});
+
+fn config(entries: usize) -> &'static Config {
+    &CONFIGS
+        .iter()
+        .find(|(n, _)| *n == entries)
+        .expect("entry count is in ENTRY_COUNTS")
+        .1
+}
+
+static IMAGES: LazyLock<Vec<String>> = LazyLock::new(|| common::images(42, 256));
+
+static PARSED: LazyLock<Vec<ImageRef>> = LazyLock::new(|| {
+    IMAGES
+        .iter()
+        .map(|s| image::parse(s).expect("corpus images are valid"))
+        .collect()
+});
+
+fn bodies(sites: usize) -> Vec<Vec<u8>> {
+    (0..VARIANTS)
+        .map(|seed| common::review_body(seed, sites))
+        .collect()
+}
+
+fn requests(sites: usize) -> Vec<(String, AdmissionRequest)> {
+    bodies(sites)
+        .iter()
+        .map(|b| parse_review(b).expect("corpus reviews parse"))
+        .collect()
+}
+
+fn main() {
+    // Short by default so the whole report stays within a few minutes; CLI flags
+    // (`--sample-count`, `--max-time`, …) override.
+    divan::Divan::default()
+        .sample_count(40)
+        .max_time(Duration::from_millis(400))
+        .config_with_args()
+        .main();
+}
+
+/// `image::parse` on a mix of Docker Hub short names, public and private registries,
+/// ports and digests.
+#[divan::bench]
+fn image_parse(bencher: Bencher) {
+    let images = &*IMAGES;
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % images.len();
+        image::parse(black_box(&images[i]))
+    });
+}
+
+/// `Matcher::matches` for one parsed image: should stay flat as entries grow.
+#[divan::bench(args = common::ENTRY_COUNTS)]
+fn matcher_matches(bencher: Bencher, entries: usize) {
+    let cfg = config(entries);
+    let images = &*PARSED;
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % images.len();
+        cfg.matcher.matches(black_box(&images[i]))
+    });
+}
+
+/// JSON → `AdmissionRequest` (independent of the config).
+#[divan::bench(consts = common::POD_SITES)]
+fn review_1_parse<const SITES: usize>(bencher: Bencher) {
+    let bodies = bodies(SITES);
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % bodies.len();
+        parse_review(black_box(&bodies[i]))
+    });
+}
+
+/// The decision alone (sites, matching, plan and patch operations) on a parsed request.
+#[divan::bench(consts = common::POD_SITES, args = common::ENTRY_COUNTS)]
+fn review_2_decide<const SITES: usize>(bencher: Bencher, entries: usize) {
+    let cfg = config(entries);
+    let reqs = requests(SITES);
+    let facts = NamespaceFacts::default();
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % reqs.len();
+        decide(Endpoint::Mutate, black_box(&reqs[i].1), cfg, &facts)
+    });
+}
+
+/// Response envelope with the base64 patch.
+#[divan::bench(consts = common::POD_SITES)]
+fn review_3_serialise<const SITES: usize>(bencher: Bencher) {
+    let cfg = config(1000);
+    let facts = NamespaceFacts::default();
+    let decided: Vec<_> = requests(SITES)
+        .into_iter()
+        .map(|(v, r)| {
+            let d = decide(Endpoint::Mutate, &r, cfg, &facts);
+            (v, r.uid, d.verdict)
+        })
+        .collect();
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % decided.len();
+        let (v, uid, verdict) = &decided[i];
+        response_json(v, uid, black_box(verdict))
+    });
+}
+
+/// Bytes in, bytes out: what `/mutate` runs per request (without HTTP and metrics).
+#[divan::bench(consts = common::POD_SITES, args = [10, 1000])]
+fn review_4_full<const SITES: usize>(bencher: Bencher, entries: usize) {
+    let cfg = config(entries);
+    let bodies = bodies(SITES);
+    let facts = NamespaceFacts::default();
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % bodies.len();
+        admission::review(Endpoint::Mutate, black_box(&bodies[i]), cfg, &facts)
+    });
+}
