@@ -37,21 +37,22 @@ where
         });
         let _watcher = match watcher {
             Ok(mut w) => {
-                let mut dirs: Vec<PathBuf> = paths
-                    .iter()
-                    .map(|p| {
-                        p.parent()
-                            .map(PathBuf::from)
-                            .unwrap_or_else(|| PathBuf::from("."))
-                    })
-                    .map(|d| {
-                        if d.as_os_str().is_empty() {
-                            PathBuf::from(".")
-                        } else {
-                            d
-                        }
-                    })
-                    .collect();
+                let mut dirs: Vec<PathBuf> = Vec::new();
+                for p in &paths {
+                    let parent = match p.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    };
+                    // In a projected volume a sub-directory (`tls/`) is itself a symlink
+                    // into `..data`; its swap is only visible one level up.
+                    if parent.is_symlink()
+                        && let Some(gp) = parent.parent()
+                    {
+                        dirs.push(gp.to_path_buf());
+                    }
+                    dirs.push(parent);
+                }
+                dirs.sort();
                 dirs.dedup();
                 for d in &dirs {
                     if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {

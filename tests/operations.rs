@@ -160,9 +160,10 @@ async fn config_reload_applies_good_configs_and_keeps_the_old_on_bad_ones() {
     );
 }
 
-/// Writes a Kubernetes-style secret volume: `tls.crt -> ..data/tls.crt`, `..data -> ..<gen>`.
+/// Writes a volume the way the kubelet writes the chart's projected volume:
+/// `tls -> ..data/tls`, `..data -> ..gen<N>`, swapped atomically by a rename.
 fn write_secret_volume(dir: &Path, generation: u32, cert: &str, key: &str) {
-    let gen_dir = dir.join(format!("..gen{generation}"));
+    let gen_dir = dir.join(format!("..gen{generation}")).join("tls");
     std::fs::create_dir_all(&gen_dir).unwrap();
     std::fs::write(gen_dir.join("tls.crt"), cert).unwrap();
     std::fs::write(gen_dir.join("tls.key"), key).unwrap();
@@ -170,11 +171,9 @@ fn write_secret_volume(dir: &Path, generation: u32, cert: &str, key: &str) {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(format!("..gen{generation}"), &tmp).unwrap();
     std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for f in ["tls.crt", "tls.key"] {
-        let link = dir.join(f);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{f}"), &link).unwrap();
-        }
+    let link = dir.join("tls");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/tls", &link).unwrap();
     }
 }
 
@@ -185,8 +184,8 @@ async fn certificate_rotation_by_symlink_swap_fails_no_request() {
     let new = certs::generate(&names, 30).unwrap();
     let vol = tempfile::tempdir().unwrap();
     write_secret_volume(vol.path(), 1, &old.cert_pem, &old.key_pem);
-    let cert = vol.path().join("tls.crt");
-    let key = vol.path().join("tls.key");
+    let cert = vol.path().join("tls/tls.crt");
+    let key = vol.path().join("tls/tls.key");
     let server = Server::start(
         CONFIG,
         &[
@@ -445,7 +444,10 @@ async fn soak_60s_with_reload_and_rotation() {
     write_secret_volume(vol.path(), 1, &old.cert_pem, &old.key_pem);
     let ca = vol.path().join("ca.pem");
     std::fs::write(&ca, &old.ca_pem).unwrap();
-    let (cert, key) = (vol.path().join("tls.crt"), vol.path().join("tls.key"));
+    let (cert, key) = (
+        vol.path().join("tls/tls.crt"),
+        vol.path().join("tls/tls.key"),
+    );
     let server = Server::start(
         CONFIG,
         &[
