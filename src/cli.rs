@@ -125,6 +125,12 @@ pub struct ServeArgs {
     pub no_sync: bool,
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Namespace holding the leader-election Lease (the release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "pullsecret-injector")]
+    pub release_namespace: String,
+    /// Leader-election identity; defaults to the hostname (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Seconds to finish in-flight reviews after SIGTERM.
@@ -368,7 +374,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(NoCluster)
     } else {
         match connect_cluster(&args).await {
-            Some(client) => start_sync(client, config.clone(), config_rx, metrics.clone()).await?,
+            Some(client) => {
+                start_sync(&args, client, config.clone(), config_rx, metrics.clone()).await?
+            }
             None => {
                 tracing::info!(
                     "no cluster access (no kubeconfig, not in a cluster): secret sync disabled"
@@ -467,14 +475,28 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Starts the secret-sync controller (see `sync`).
+/// Starts the secret-sync controller (see `sync`): every replica keeps the caches the
+/// webhook reads; the Lease holder reconciles.
 async fn start_sync(
+    args: &ServeArgs,
     client: kube::Client,
     config: Arc<ArcSwap<Config>>,
     changed: tokio::sync::watch::Receiver<u64>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Cluster>> {
-    let _ = (client, config, changed, metrics);
-    tracing::info!("cluster access found, but secret sync is not available in this build");
-    Ok(Arc::new(NoCluster))
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("pullsecret-injector-{}", std::process::id()))
+    });
+    tracing::info!(%identity, namespace = %args.release_namespace, "cluster access found: starting secret sync");
+    crate::sync::start(
+        client,
+        config,
+        changed,
+        metrics,
+        identity,
+        args.release_namespace.clone(),
+    )
+    .await
 }
