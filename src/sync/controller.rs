@@ -1024,4 +1024,200 @@ mod tests {
         assert_eq!(i.stuck_images, vec!["r.io/a"]);
         assert_eq!(i.pull_secrets, vec!["s"]);
     }
+
+    mod mock {
+        //! `ensure_secrets` against a scripted API server (tower-test): the exact requests
+        //! made, and that an unowned secret only ever gets a GET.
+        use super::*;
+        use crate::sync::cache::Cache;
+        use hyper::{Request, Response};
+        use kube::client::Body;
+        use tower_test::mock;
+
+        type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+        const CFG: &str = r#"
+registries:
+  - name: tcr
+    match: ["*.tencentcloudcr.com"]
+    secret: tcr-pull
+    source: {namespace: creds, name: tcr-src}
+    namespaces: {include: ["team-*"]}
+"#;
+
+        fn shared() -> (Arc<Shared>, Handle) {
+            let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+            let client = Client::new(svc, "default");
+            let cfg = Arc::new(ArcSwap::from_pointee(Config::parse(CFG, "t").unwrap()));
+            let s = Arc::new(Shared::new(client, cfg, Arc::new(Metrics::new()), "test-0"));
+            fill(&s.cache);
+            (s, handle)
+        }
+
+        fn fill(c: &Cache) {
+            c.apply_namespace(watcher::Event::Init);
+            for n in ["team-a", "other"] {
+                c.apply_namespace(watcher::Event::InitApply(Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(n.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }));
+            }
+            c.apply_namespace(watcher::Event::InitDone);
+            for slot in 0..2 {
+                c.apply_secret(slot, watcher::Event::Init);
+                c.apply_secret(slot, watcher::Event::InitDone);
+            }
+            let src: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "tcr-src", "namespace": "creds"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": "eyJhdXRocyI6eyIqLnRlbmNlbnRjbG91ZGNyLmNvbSI6eyJhdXRoIjoiZFRwdyJ9fX0="}
+            }))
+            .unwrap();
+            c.set_source(
+                &SecretRef {
+                    namespace: "creds".into(),
+                    name: "tcr-src".into(),
+                },
+                Some(src),
+            );
+        }
+
+        async fn next(
+            h: &mut Handle,
+        ) -> (
+            String,
+            String,
+            serde_json::Value,
+            mock::SendResponse<Response<Body>>,
+        ) {
+            let (req, send) = h.next_request().await.expect("a request");
+            let method = req.method().to_string();
+            let uri = req.uri().path().to_string();
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let v = if body.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&body).unwrap()
+            };
+            (method, uri, v, send)
+        }
+
+        fn respond(send: mock::SendResponse<Response<Body>>, code: u16, v: serde_json::Value) {
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap(),
+            );
+        }
+
+        fn status(code: u16, reason: &str) -> serde_json::Value {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": reason})
+        }
+
+        #[tokio::test]
+        async fn creates_the_labelled_copy_then_reports_it() {
+            let (s, mut h) = shared();
+            let cfg = s.config.load_full();
+            let server = tokio::spawn(async move {
+                let (m, uri, body, send) = next(&mut h).await;
+                assert_eq!(
+                    (m.as_str(), uri.as_str()),
+                    ("POST", "/api/v1/namespaces/team-a/secrets")
+                );
+                assert_eq!(
+                    body["metadata"]["labels"][MANAGED_BY_LABEL],
+                    MANAGED_BY_VALUE
+                );
+                assert_eq!(
+                    body["metadata"]["annotations"][SOURCE_ANNOTATION],
+                    "creds/tcr-src"
+                );
+                assert_eq!(body["type"], "kubernetes.io/dockerconfigjson");
+                respond(send, 201, body);
+                let (m, uri, body, send) = next(&mut h).await;
+                assert_eq!(
+                    (m.as_str(), uri.as_str()),
+                    ("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                );
+                assert_eq!(body["reason"], "PullSecretCopied");
+                respond(send, 201, body);
+            });
+            s.ensure(&cfg, "team-a", &["tcr-pull".into(), "unrelated".into()])
+                .await
+                .unwrap();
+            server.await.unwrap();
+            let created = s
+                .metrics
+                .sync_copies
+                .get_or_create(&ActionLabels { action: "created" })
+                .get();
+            assert_eq!(created, 1);
+        }
+
+        #[tokio::test]
+        async fn an_unowned_secret_is_only_read_and_reported() {
+            let (s, mut h) = shared();
+            let cfg = s.config.load_full();
+            let server = tokio::spawn(async move {
+                let (m, _, _, send) = next(&mut h).await;
+                assert_eq!(m, "POST");
+                respond(send, 409, status(409, "AlreadyExists"));
+                let (m, uri, _, send) = next(&mut h).await;
+                assert_eq!(
+                    (m.as_str(), uri.as_str()),
+                    ("GET", "/api/v1/namespaces/team-a/secrets/tcr-pull")
+                );
+                respond(
+                    send,
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "tcr-pull", "namespace": "team-a"}, "type": "Opaque"}),
+                );
+                let (m, uri, body, send) = next(&mut h).await;
+                assert_eq!(
+                    (m.as_str(), uri.as_str()),
+                    ("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                );
+                assert_eq!(body["reason"], "PullSecretConflict");
+                assert_eq!(body["type"], "Warning");
+                respond(send, 201, body);
+                h
+            });
+            s.ensure(&cfg, "team-a", &["tcr-pull".into()])
+                .await
+                .unwrap();
+            let _h = server.await.unwrap();
+            assert_eq!(s.metrics.sync_conflicts.get(), 1);
+            // the reconciler will not POST again into it for a while
+            assert!(s.recently_foreign(&("team-a".into(), "tcr-pull".into())));
+        }
+
+        #[tokio::test]
+        async fn out_of_scope_or_present_means_no_request() {
+            let (s, mut h) = shared();
+            let cfg = s.config.load_full();
+            // "other" is outside include: [team-*]; no request at all
+            s.ensure(&cfg, "other", &["tcr-pull".into()]).await.unwrap();
+            // already cached as present in team-a
+            s.cache.apply_secret(
+                0,
+                watcher::Event::Apply(
+                    serde_json::from_value(
+                        json!({"metadata": {"name": "tcr-pull", "namespace": "team-a"},
+                        "type": "kubernetes.io/dockerconfigjson"}),
+                    )
+                    .unwrap(),
+                ),
+            );
+            s.ensure(&cfg, "team-a", &["tcr-pull".into()])
+                .await
+                .unwrap();
+            drop(s);
+            assert!(h.next_request().await.is_none());
+        }
+    }
 }
