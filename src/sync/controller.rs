@@ -222,6 +222,8 @@ impl Shared {
         true
     }
 
+    /// Publishes in the background: an Event is diagnostics, and must not add an API
+    /// round trip to the admission path or stall the reconciler.
     async fn event(
         &self,
         regarding: &ObjectReference,
@@ -236,9 +238,14 @@ impl Shared {
             action: "Sync".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, regarding).await {
-            tracing::debug!(error = %e, reason, "could not publish event");
-        }
+        let recorder = self.recorder.clone();
+        let regarding = regarding.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &regarding).await {
+                tracing::debug!(error = %e, reason, "could not publish event");
+            }
+        });
     }
 
     fn ns_uid(&self, ns: &str) -> Option<String> {
