@@ -51,8 +51,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `serve` with `config` and extra args; waits for its "listening on" line.
+    /// Starts `serve --no-sync` with `config` and extra args; waits for its "listening on" line.
     pub fn start(config: &str, extra: &[&str]) -> Server {
+        Server::start_with(config, extra, true)
+    }
+
+    /// As `start`; `no_sync: false` lets the server use cluster access (`--kubeconfig`).
+    pub fn start_with(config: &str, extra: &[&str], no_sync: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -64,10 +69,12 @@ impl Server {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
-            "--no-sync",
         ])
         .arg("--config")
         .arg(&config_path);
+        if no_sync {
+            cmd.arg("--no-sync");
+        }
         if !extra.contains(&"--tls-cert") {
             cmd.arg("--self-signed-dir").arg(&certs);
         }

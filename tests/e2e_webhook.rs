@@ -1,0 +1,332 @@
+//! The webhook and the chart against a real API server (envtest convention, see
+//! `tests/common/envtest.rs`). Run with
+//! `KUBEBUILDER_ASSETS=/path/to/bin cargo test --test e2e_webhook -- --test-threads=1`;
+//! without it every test prints `skipped: KUBEBUILDER_ASSETS not set` and passes.
+
+#[path = "common/envtest.rs"]
+mod envtest;
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use envtest::{Envtest, eventually};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{DynamicObject, ObjectMeta, PostParams};
+use kube::discovery::{Discovery, Scope};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use support::Server;
+
+const WAIT: Duration = Duration::from_secs(30);
+const RELEASE_NS: &str = "psi-system";
+
+const CONFIG: &str = r#"
+registries:
+  - name: ghcr-acme
+    match: [ghcr.io/acme]
+    secret: ghcr-acme
+    alwaysPull: true
+    namespaces: {include: ["team-*"]}
+    source: {namespace: registry-creds, name: ghcr-acme-source}
+namespaces:
+  exclude: [kube-system, psi-system, registry-creds]
+"#;
+
+async fn envtest_or_skip(name: &str) -> Option<Envtest> {
+    let env = envtest::start().await;
+    if env.is_none() {
+        println!("{name}: skipped: KUBEBUILDER_ASSETS not set");
+    }
+    env
+}
+
+async fn create_namespace(c: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(c.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+fn pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"}]}
+    }))
+    .unwrap()
+}
+
+/// Starts our binary with cluster access and registers it with the API server the way a
+/// cluster admin would, except that it is reached by URL on loopback.
+async fn webhook_for(env: &Envtest) -> (Server, tempfile::TempDir) {
+    let c = &env.client;
+    create_namespace(c, RELEASE_NS).await;
+    create_namespace(c, "registry-creds").await;
+    // A live Lease held by another replica: the controller stays passive, so anything
+    // created below was created by the webhook at admission time.
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("pullsecret-injector-sync".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("someone-else".into()),
+            lease_duration_seconds: Some(3600),
+            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
+        .create(&PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let auths = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t")}}});
+    let source = Secret {
+        metadata: ObjectMeta {
+            name: Some("ghcr-acme-source".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(auths.to_string().into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(c.clone(), "registry-creds")
+        .create(&PostParams::default(), &source)
+        .await
+        .unwrap();
+
+    let kc_dir = tempfile::tempdir().unwrap();
+    let kc_path = kc_dir.path().join("kubeconfig");
+    std::fs::write(&kc_path, serde_json::to_string(&env.kubeconfig).unwrap()).unwrap();
+    let kc = kc_path.to_string_lossy().into_owned();
+    // `Server::start` passes --no-sync; this one needs cluster access, so build args here.
+    let server = Server::start_with(
+        CONFIG,
+        &[
+            "--kubeconfig",
+            &kc,
+            "--release-namespace",
+            RELEASE_NS,
+            "--identity",
+            "replica-a",
+        ],
+        false,
+    );
+
+    let ca = std::fs::read(server.ca_path()).unwrap();
+    let hook: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "pullsecret-injector"},
+        "webhooks": [{
+            "name": "mutate.pullsecret-injector.io",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "NoneOnDryRun",
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            "timeoutSeconds": 10,
+            "clientConfig": {
+                "url": format!("https://{}/mutate", server.addr),
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca)
+            },
+            "rules": [
+                {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"},
+                {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"}
+            ],
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", RELEASE_NS]}]}
+        }]
+    }))
+    .unwrap();
+    Api::<MutatingWebhookConfiguration>::all(c.clone())
+        .create(&PostParams::default(), &hook)
+        .await
+        .unwrap();
+    // wait until the API server calls us (webhook configs are picked up asynchronously)
+    create_namespace(c, "team-probe").await;
+    eventually(WAIT, "the webhook to be called", || async {
+        let pods: Api<Pod> = Api::namespaced(c.clone(), "team-probe");
+        let name = format!(
+            "probe-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let p = pods
+            .create(&PostParams::default(), &pod(&name, "ghcr.io/acme/app:1"))
+            .await
+            .ok()?;
+        p.spec?
+            .image_pull_secrets
+            .filter(|s| !s.is_empty())
+            .map(|_| ())
+    })
+    .await;
+    (server, kc_dir)
+}
+
+#[tokio::test]
+async fn pods_created_through_the_api_server_get_their_secret_and_it_exists() {
+    let Some(env) =
+        envtest_or_skip("pods_created_through_the_api_server_get_their_secret_and_it_exists").await
+    else {
+        return;
+    };
+    let _server = webhook_for(&env).await;
+    let c = &env.client;
+
+    // a brand-new namespace and a pod in the same instant: no ImagePullBackOff race
+    create_namespace(c, "team-new").await;
+    let created = Api::<Pod>::namespaced(c.clone(), "team-new")
+        .create(&PostParams::default(), &pod("web", "ghcr.io/acme/app:1"))
+        .await
+        .unwrap();
+    let spec = created.spec.unwrap();
+    let names: Vec<String> = spec
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["ghcr-acme"]);
+    assert_eq!(
+        spec.containers[0].image_pull_policy.as_deref(),
+        Some("Always")
+    );
+    assert_eq!(
+        created.metadata.annotations.unwrap()["pullsecret-injector.io/injected"],
+        "ghcr-acme"
+    );
+    let copy = Api::<Secret>::namespaced(c.clone(), "team-new")
+        .get("ghcr-acme")
+        .await
+        .expect("secret exists when the pod does");
+    assert_eq!(
+        copy.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    assert_eq!(
+        copy.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+        "pullsecret-injector"
+    );
+
+    // out of scope: untouched
+    create_namespace(c, "other").await;
+    let p = Api::<Pod>::namespaced(c.clone(), "other")
+        .create(&PostParams::default(), &pod("web", "ghcr.io/acme/app:1"))
+        .await
+        .unwrap();
+    assert!(p.spec.unwrap().image_pull_secrets.is_none());
+
+    // existing secrets are kept
+    let mut p = pod("keep", "ghcr.io/acme/app:1");
+    p.spec.as_mut().unwrap().image_pull_secrets =
+        Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+            name: "mine".into(),
+        }]);
+    let p = Api::<Pod>::namespaced(c.clone(), "team-new")
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+    let names: Vec<String> = p
+        .spec
+        .unwrap()
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["mine", "ghcr-acme"]);
+}
+
+#[tokio::test]
+async fn dry_run_creates_nothing() {
+    let Some(env) = envtest_or_skip("dry_run_creates_nothing").await else {
+        return;
+    };
+    let _server = webhook_for(&env).await;
+    let c = &env.client;
+    create_namespace(c, "team-dry").await;
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let p = Api::<Pod>::namespaced(c.clone(), "team-dry")
+        .create(&pp, &pod("web", "ghcr.io/acme/app:1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.spec.unwrap().image_pull_secrets.unwrap()[0].name,
+        "ghcr-acme",
+        "the dry run shows the mutation"
+    );
+    assert!(
+        Api::<Secret>::namespaced(c.clone(), "team-dry")
+            .get_opt("ghcr-acme")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Pod>::namespaced(c.clone(), "team-dry")
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Every object `helm template` renders for the chart (default values plus a policy) is
+/// accepted by a real API server.
+#[tokio::test]
+async fn chart_objects_are_accepted_by_the_api_server() {
+    let Some(env) = envtest_or_skip("chart_objects_are_accepted_by_the_api_server").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("manifests.json");
+    let status = std::process::Command::new("python3")
+        .args(["scripts/chart_check.py", "--emit-manifests"])
+        .arg(&out)
+        .status()
+        .expect("python3 with scripts/requirements-chart.txt installed");
+    assert!(status.success(), "chart check failed");
+    let docs: Vec<Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    create_namespace(&env.client, "pullsecret-injector").await;
+    let discovery = Discovery::new(env.client.clone()).run().await.unwrap();
+    for doc in docs {
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        let tm = obj.types.clone().unwrap();
+        let (group, version) = tm
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &tm.api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &tm.kind);
+        let (ar, caps) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("unknown kind {gvk:?}"));
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                Api::namespaced_with(env.client.clone(), "pullsecret-injector", &ar)
+            }
+            Scope::Cluster => Api::all_with(env.client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{} {:?} rejected: {e}", tm.kind, obj.metadata.name));
+    }
+}
