@@ -676,21 +676,21 @@ impl Shared {
     }
 
     async fn ensure(&self, cfg: &Config, ns: &str, secrets: &[String]) -> Result<(), String> {
-        let wanted: Vec<(&crate::config::Registry, &SecretRef)> = secrets
+        // Names some entry could deliver that the cache does not already show present.
+        let missing: Vec<&String> = secrets
             .iter()
-            .filter_map(|s| {
+            .filter(|s| {
                 cfg.registries
                     .iter()
-                    .find(|r| &r.secret == s && r.source.is_some())
-                    .map(|r| (r, r.source.as_ref().expect("checked")))
+                    .any(|r| &r.secret == *s && r.source.is_some())
             })
-            .filter(|(r, _)| {
+            .filter(|s| {
                 self.cache
-                    .secret(&(ns.to_string(), r.secret.clone()))
+                    .secret(&(ns.to_string(), s.to_string()))
                     .is_none()
             })
             .collect();
-        if wanted.is_empty() {
+        if missing.is_empty() {
             return Ok(());
         }
         // A namespace created a moment ago may not be cached yet; its labels decide scope.
@@ -711,10 +711,16 @@ impl Shared {
             }
         };
         let mut errors = Vec::new();
-        for (reg, src) in wanted {
-            if !desired::wants_copy(cfg, reg, &info) {
+        for name in missing {
+            // The first in-scope entry for the name, as the reconciler picks it.
+            let Some(reg) = cfg
+                .registries
+                .iter()
+                .find(|r| &r.secret == name && desired::wants_copy(cfg, r, &info))
+            else {
                 continue;
-            }
+            };
+            let src = reg.source.as_ref().expect("wants_copy implies a source");
             let secret = match self.cache.source(src) {
                 Some(Some(s)) => s,
                 Some(None) => {
