@@ -304,6 +304,8 @@ struct Run {
     errors: usize,
     elapsed: Duration,
     server_cpu: Duration,
+    /// CPU time of this (client) process during the run.
+    client_cpu: Duration,
 }
 
 impl Run {
@@ -312,6 +314,7 @@ impl Run {
         self.errors += other.errors;
         self.elapsed += other.elapsed;
         self.server_cpu += other.server_cpu;
+        self.client_cpu += other.client_cpu;
     }
 
     fn rps(&self) -> f64 {
@@ -321,6 +324,11 @@ impl Run {
     /// Server CPU microseconds per request.
     fn cpu_per_req(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)
+    }
+
+    /// Client CPU microseconds per request.
+    fn client_cpu_per_req(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)
     }
 
     fn pct(&mut self, p: f64) -> f64 {
@@ -454,22 +462,24 @@ async fn open_loop(client: &Client, conns: usize, rate: f64, dur: Duration) -> R
     run
 }
 
-/// Runs `f` against a server, adding the server's CPU time to the result.
+/// Runs `f` against a server, adding the server's and the client's CPU time to the result.
 async fn measured<F: std::future::Future<Output = Run>>(server: &ServerProc, f: F) -> Run {
-    let before = server.cpu();
+    let (server_before, client_before) = (server.cpu(), cpu_time(std::process::id()));
     let mut run = f.await;
-    run.server_cpu = server.cpu().saturating_sub(before);
+    run.server_cpu = server.cpu().saturating_sub(server_before);
+    run.client_cpu = cpu_time(std::process::id()).saturating_sub(client_before);
     run
 }
 
 fn row(scenario: &str, name: &str, run: &mut Run) -> String {
     format!(
-        "| {scenario} | {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {} |",
+        "| {scenario} | {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} |",
         run.rps(),
         run.pct(0.50),
         run.pct(0.99),
         run.pct(0.999),
         run.cpu_per_req(),
+        run.client_cpu_per_req(),
         run.lat.len(),
         run.errors,
     )
@@ -638,12 +648,12 @@ fn drive() -> Result<()> {
 
     let (hwm_ours, rss_ours) = ours.memory();
     let (hwm_floor, rss_floor) = floor.memory();
-    println!("## Absolute figures (this run; latency in ms, server CPU in µs per request)");
+    println!("## Absolute figures (this run; latency in ms, CPU time in µs per request)");
     println!();
     println!(
-        "| scenario | server | req/s | p50 | p99 | p99.9 | server CPU µs/req | requests | errors |"
+        "| scenario | server | req/s | p50 | p99 | p99.9 | server CPU µs/req | client CPU µs/req | requests | errors |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in &lines {
         println!("{l}");
     }

@@ -62,8 +62,9 @@ fn main() {
     // Short by default so the whole report stays within a few minutes; CLI flags
     // (`--sample-count`, `--max-time`, …) override.
     divan::Divan::default()
-        .sample_count(40)
-        .max_time(Duration::from_millis(400))
+        .sample_count(100)
+        .min_time(Duration::from_millis(50))
+        .max_time(Duration::from_millis(300))
         .config_with_args()
         .main();
 }
