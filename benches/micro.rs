@@ -12,6 +12,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use divan::Bencher;
+use pullsecret_injector::admission::mutate::plan_pod;
+use pullsecret_injector::admission::pod::PodDoc;
 use pullsecret_injector::admission::{
     self, AdmissionRequest, Endpoint, NamespaceFacts, decide, parse_review, response_json,
 };
@@ -51,10 +53,17 @@ fn bodies(sites: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn requests(sites: usize) -> Vec<(String, AdmissionRequest)> {
-    bodies(sites)
+fn requests(bodies: &[Vec<u8>]) -> Vec<(String, AdmissionRequest<'_>)> {
+    bodies
         .iter()
         .map(|b| parse_review(b).expect("corpus reviews parse"))
+        .collect()
+}
+
+fn pods(bodies: &[Vec<u8>]) -> Vec<PodDoc> {
+    requests(bodies)
+        .iter()
+        .map(|(_, r)| r.pod().expect("a pod").expect("readable"))
         .collect()
 }
 
@@ -93,27 +102,30 @@ fn matcher_matches(bencher: Bencher, entries: usize) {
     });
 }
 
-/// JSON → `AdmissionRequest` (independent of the config).
+/// JSON → `AdmissionRequest` envelope plus the partial pod read (independent of the config).
 #[divan::bench(consts = common::POD_SITES)]
 fn review_1_parse<const SITES: usize>(bencher: Bencher) {
     let bodies = bodies(SITES);
     let mut i = 0;
     bencher.bench_local(|| {
         i = (i + 1) % bodies.len();
-        parse_review(black_box(&bodies[i]))
+        let (_, req) = parse_review(black_box(&bodies[i])).unwrap();
+        req.pod()
     });
 }
 
-/// The decision alone (sites, matching, plan and patch operations) on a parsed request.
+/// The decision alone (sites, matching, plan and patch operations) on an already read pod.
 #[divan::bench(consts = common::POD_SITES, args = common::ENTRY_COUNTS)]
 fn review_2_decide<const SITES: usize>(bencher: Bencher, entries: usize) {
     let cfg = config(entries);
-    let reqs = requests(SITES);
+    let bodies = bodies(SITES);
+    let pods = pods(&bodies);
     let facts = NamespaceFacts::default();
     let mut i = 0;
     bencher.bench_local(|| {
-        i = (i + 1) % reqs.len();
-        decide(Endpoint::Mutate, black_box(&reqs[i].1), cfg, &facts)
+        i = (i + 1) % pods.len();
+        let plan = plan_pod(black_box(&pods[i]), "team-a", cfg, &facts);
+        plan.patch(&[])
     });
 }
 
@@ -122,7 +134,8 @@ fn review_2_decide<const SITES: usize>(bencher: Bencher, entries: usize) {
 fn review_3_serialise<const SITES: usize>(bencher: Bencher) {
     let cfg = config(1000);
     let facts = NamespaceFacts::default();
-    let decided: Vec<_> = requests(SITES)
+    let bodies = bodies(SITES);
+    let decided: Vec<_> = requests(&bodies)
         .into_iter()
         .map(|(v, r)| {
             let d = decide(Endpoint::Mutate, &r, cfg, &facts);

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::admission::mutate::{NamespaceFacts, plan_pod, skip_reason};
-use crate::admission::pod::PodView;
+use crate::admission::pod::PodDoc;
 use crate::admission::request::AdmissionRequest;
 use crate::admission::validate::{self, Offence};
 use crate::config::{Config, PolicyMode};
@@ -132,12 +132,11 @@ pub fn mutate_documents(docs: &mut [Value], cfg: &Config, default_ns: &str) -> R
                 base.join(".")
             );
         };
-        let pod = PodView::new(tpl).map_err(|e| anyhow::anyhow!("{}: {e}", describe(doc)))?;
+        let pod = PodDoc::from_value(tpl).map_err(|e| anyhow::anyhow!("{}: {e}", describe(doc)))?;
         if skip_reason(&pod, &ns, cfg).is_some() {
             return Ok(());
         }
-        let plan = plan_pod(&pod, &ns, cfg, &NamespaceFacts::default())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", describe(doc)))?;
+        let plan = plan_pod(&pod, &ns, cfg, &NamespaceFacts::default());
         warnings.extend(
             plan.warnings
                 .iter()
@@ -167,16 +166,15 @@ pub fn verify_documents(docs: &mut [Value], cfg: &Config, default_ns: &str) -> R
     for_each_workload(docs, &mut |doc, base| {
         let ns = namespace_of(doc, default_ns);
         let tpl = template(doc, base).cloned().unwrap_or(Value::Null);
-        let review = json!({
+        let review = serde_json::to_string(&json!({
             "uid": "offline",
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": ns,
             "operation": "CREATE",
-            "userInfo": {},
             "object": tpl,
-        });
-        let req: AdmissionRequest = serde_json::from_value(review)?;
+        }))?;
+        let req: AdmissionRequest = serde_json::from_str(&review)?;
         let (mode, offences, _) = validate::offences(&req, cfg, &NamespaceFacts::default());
         if let Some(mode) = mode {
             breaches.extend(offences.into_iter().map(|offence| Breach {

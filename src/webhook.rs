@@ -52,7 +52,8 @@ impl Webhook {
             }
         };
         let cfg = self.config.load();
-        let ns = req.namespace();
+        let ns_cow = req.namespace();
+        let ns: &str = &ns_cow;
         let facts = self.cluster.facts(ns);
         let decided = admission::decide(endpoint, &req, &cfg, &facts);
         let v = &decided.verdict;
@@ -131,7 +132,7 @@ impl Webhook {
             endpoint = endpoint.as_str(),
             operation = op,
             namespace = ns,
-            pod = req.display_name(),
+            pod = %req.display_name(),
             decision = outcome,
             injected = ?decided.plan.as_ref().map(|p| &p.add_secrets),
             warnings = v.warnings.len(),

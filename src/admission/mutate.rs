@@ -8,7 +8,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Value, json};
 
-use super::pod::{PodView, Site, SiteKind};
+use super::pod::{PodDoc, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
 use crate::config::{Config, PullScope};
 use crate::image::{self, ImageRef};
@@ -132,20 +132,15 @@ fn invalid_image_warning(site: &Site, err: &image::ImageError) -> String {
 }
 
 /// Plans the changes for a pod being created (or a template that will create pods).
-pub fn plan_pod(
-    pod: &PodView,
-    ns: &str,
-    cfg: &Config,
-    facts: &NamespaceFacts,
-) -> Result<PodPlan, super::pod::PodShapeError> {
+pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) -> PodPlan {
     let mut plan = PodPlan {
         has_annotations: pod.has_annotations(),
-        has_metadata: pod.metadata.is_some(),
+        has_metadata: pod.has_metadata(),
         ..Default::default()
     };
-    let existing = pod.pull_secret_names()?;
+    let existing = pod.pull_secret_names();
     let mut wanted: Vec<(String, String)> = Vec::new();
-    for site in pod.sites()? {
+    for site in pod.sites() {
         let matched = match image::parse(site.image) {
             Ok(img) => entries_for(cfg, &img, ns, facts),
             Err(e) => {
@@ -176,7 +171,7 @@ pub fn plan_pod(
         }
     }
     if !wanted.is_empty() {
-        plan.merged_secrets = pod.pull_secrets()?.to_vec();
+        plan.merged_secrets = pod.pull_secrets().to_vec();
         plan.merged_secrets
             .extend(wanted.iter().map(|(s, _)| json!({ "name": s })));
         let mut recorded: Vec<&str> = pod
@@ -192,11 +187,11 @@ pub fn plan_pod(
         plan.add_secrets = wanted.iter().map(|(s, _)| s.clone()).collect();
         plan.added_by = wanted;
     }
-    Ok(plan)
+    plan
 }
 
 /// Why a pod was left alone, for logs.
-pub fn skip_reason(pod: &PodView, ns: &str, cfg: &Config) -> Option<&'static str> {
+pub fn skip_reason(pod: &PodDoc, ns: &str, cfg: &Config) -> Option<&'static str> {
     if cfg.is_namespace_excluded(ns) {
         Some("namespace excluded")
     } else if pod.annotation(OPT_OUT_ANNOTATION) == Some("false") {
@@ -219,91 +214,65 @@ pub fn mutate(
     if !req.is_core_pod() {
         return (verdict, None);
     }
-    let Some(obj) = req.object.as_ref() else {
-        return (verdict, None);
-    };
-    let ns = req.namespace();
-    let pod = match PodView::new(obj) {
-        Ok(p) => p,
-        Err(e) => {
+    let pod = match req.pod() {
+        None => return (verdict, None),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
             verdict
                 .warnings
                 .push(format!("pullsecret-injector could not read the pod: {e}"));
             return (verdict, None);
         }
     };
-    if skip_reason(&pod, ns, cfg).is_some() {
+    let ns = req.namespace();
+    if skip_reason(&pod, &ns, cfg).is_some() {
         return (verdict, None);
     }
-    let result = match (&req.operation, req.sub_resource()) {
-        (Operation::Create, "") => plan_pod(&pod, ns, cfg, facts),
+    let plan = match (req.operation, req.sub_resource()) {
+        (Operation::Create, "") => plan_pod(&pod, &ns, cfg, facts),
         (Operation::Update, "ephemeralcontainers") => {
-            plan_ephemeral(&pod, req.old_object.as_ref(), ns, cfg, facts)
+            plan_ephemeral(&pod, req.old_pod().as_ref(), &ns, cfg, facts)
         }
         _ => return (verdict, None),
     };
-    match result {
-        Ok(plan) => {
-            verdict.patch = plan.patch(&[]);
-            verdict.warnings.extend(plan.warnings.iter().cloned());
-            if !plan.add_secrets.is_empty() {
-                verdict
-                    .audit_annotations
-                    .insert("injected-secrets".into(), plan.add_secrets.join(","));
-            }
-            if !plan.force_always.is_empty() {
-                let sites: Vec<String> =
-                    plan.force_always.iter().map(|t| t[..2].join("/")).collect();
-                verdict
-                    .audit_annotations
-                    .insert("forced-always-pull".into(), sites.join(","));
-            }
-            (verdict, Some(plan))
-        }
-        Err(e) => {
-            verdict
-                .warnings
-                .push(format!("pullsecret-injector could not read the pod: {e}"));
-            (verdict, None)
-        }
+    verdict.patch = plan.patch(&[]);
+    verdict.warnings.extend(plan.warnings.iter().cloned());
+    if !plan.add_secrets.is_empty() {
+        verdict
+            .audit_annotations
+            .insert("injected-secrets".into(), plan.add_secrets.join(","));
     }
-}
-
-/// Names of ephemeral containers already present before this update.
-pub fn old_ephemeral_names(old: Option<&Value>) -> HashSet<String> {
-    old.and_then(|o| o.pointer("/spec/ephemeralContainers"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    if !plan.force_always.is_empty() {
+        let sites: Vec<String> = plan.force_always.iter().map(|t| t[..2].join("/")).collect();
+        verdict
+            .audit_annotations
+            .insert("forced-always-pull".into(), sites.join(","));
+    }
+    (verdict, Some(plan))
 }
 
 /// Sites of ephemeral containers added by this update (the API server rejects changes to
 /// existing ones, so only new ones may be touched).
-pub fn new_ephemeral_sites<'a>(
-    pod: &PodView<'a>,
-    old: Option<&Value>,
-) -> Result<Vec<Site<'a>>, super::pod::PodShapeError> {
-    let before = old_ephemeral_names(old);
+pub fn new_ephemeral_sites<'a>(pod: &'a PodDoc, old: Option<&PodDoc>) -> Vec<Site<'a>> {
+    let before: HashSet<&str> = old
+        .map(|o| o.ephemeral_names().collect())
+        .unwrap_or_default();
     let mut sites = Vec::new();
-    pod.sites_of(SiteKind::EphemeralContainer, &mut sites)?;
+    pod.sites_of(SiteKind::EphemeralContainer, &mut sites);
     sites.retain(|s| !before.contains(s.name));
-    Ok(sites)
+    sites
 }
 
 /// Warnings for new ephemeral containers whose registry needs a secret the pod lacks: it
 /// cannot be added after creation, so the debug container's pull would fail.
 pub fn missing_secret_warnings(
-    pod: &PodView,
+    pod: &PodDoc,
     sites: &[Site],
     ns: &str,
     cfg: &Config,
     facts: &NamespaceFacts,
 ) -> Vec<String> {
-    let have = pod.pull_secret_names().unwrap_or_default();
+    let have = pod.pull_secret_names();
     let mut out = Vec::new();
     for site in sites {
         let Ok(img) = image::parse(site.image) else {
@@ -325,13 +294,13 @@ pub fn missing_secret_warnings(
 }
 
 fn plan_ephemeral(
-    pod: &PodView,
-    old: Option<&Value>,
+    pod: &PodDoc,
+    old: Option<&PodDoc>,
     ns: &str,
     cfg: &Config,
     facts: &NamespaceFacts,
-) -> Result<PodPlan, super::pod::PodShapeError> {
-    let sites = new_ephemeral_sites(pod, old)?;
+) -> PodPlan {
+    let sites = new_ephemeral_sites(pod, old);
     let mut plan = PodPlan::default();
     for site in &sites {
         let matched = match image::parse(site.image) {
@@ -347,5 +316,5 @@ fn plan_ephemeral(
     }
     plan.warnings
         .extend(missing_secret_warnings(pod, &sites, ns, cfg, facts));
-    Ok(plan)
+    plan
 }

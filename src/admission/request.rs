@@ -7,13 +7,16 @@
 //! `AdmissionResponse` serialises the patch as a JSON array of numbers (kube-rs#1781)
 //! instead of the documented base64 string.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use json_patch::PatchOperation;
 use kube::core::{GroupVersionKind, GroupVersionResource, Status};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::pod::{PodDoc, PodShapeError};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -25,7 +28,7 @@ struct Envelope<'a> {
     api_version: String,
     kind: String,
     #[serde(default, borrow)]
-    request: Option<&'a serde_json::value::RawValue>,
+    request: Option<&'a RawValue>,
 }
 
 /// An operation this webhook may be asked about; unknown values are kept as `Other` so a
@@ -55,7 +58,7 @@ impl Operation {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
+pub struct AdmissionRequest<'a> {
     pub uid: String,
     pub kind: GroupVersionKind,
     pub resource: GroupVersionResource,
@@ -66,15 +69,33 @@ pub struct AdmissionRequest {
     #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    #[serde(default)]
-    pub object: Option<Value>,
-    #[serde(default)]
-    pub old_object: Option<Value>,
+    /// Left unparsed until the request is known to be about a Pod; then only the fields
+    /// the decision needs are read (`PodDoc`).
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
-impl AdmissionRequest {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectNames {
+    #[serde(default)]
+    metadata: Option<NamesMeta>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamesMeta {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+}
+
+impl AdmissionRequest<'_> {
     pub fn is_core_pod(&self) -> bool {
         self.kind.group.is_empty() && self.kind.kind == "Pod" && self.resource.resource == "pods"
     }
@@ -87,29 +108,44 @@ impl AdmissionRequest {
         self.dry_run.unwrap_or(false)
     }
 
+    fn object_meta(&self) -> Option<NamesMeta> {
+        serde_json::from_str::<ObjectNames>(self.object?.get())
+            .ok()?
+            .metadata
+    }
+
     /// The namespace from the request, falling back to the object's own.
-    pub fn namespace(&self) -> &str {
+    pub fn namespace(&self) -> Cow<'_, str> {
         match self.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() => ns,
-            _ => self
-                .object
-                .as_ref()
-                .and_then(|o| o.pointer("/metadata/namespace"))
-                .and_then(Value::as_str)
-                .unwrap_or(""),
+            Some(ns) if !ns.is_empty() => Cow::Borrowed(ns),
+            _ => Cow::Owned(
+                self.object_meta()
+                    .and_then(|m| m.namespace)
+                    .unwrap_or_default(),
+            ),
         }
     }
 
     /// `name` or, for controller-created pods (CREATE with generateName), `generateName`.
-    pub fn display_name(&self) -> &str {
+    pub fn display_name(&self) -> Cow<'_, str> {
         if !self.name.is_empty() {
-            return &self.name;
+            return Cow::Borrowed(&self.name);
         }
-        self.object
-            .as_ref()
-            .and_then(|o| o.pointer("/metadata/generateName"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        Cow::Owned(
+            self.object_meta()
+                .and_then(|m| m.generate_name)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The pod under review, read partially; `None` when there is no object.
+    pub fn pod(&self) -> Option<Result<PodDoc, PodShapeError>> {
+        self.object.map(|o| PodDoc::parse(o.get()))
+    }
+
+    /// The stored pod of an UPDATE, if it can be read.
+    pub fn old_pod(&self) -> Option<PodDoc> {
+        self.old_object.and_then(|o| PodDoc::parse(o.get()).ok())
     }
 }
 
@@ -130,7 +166,7 @@ pub enum ReviewError {
 
 /// Parses a review; v1beta1 is accepted and answered in kind (same shape, and the API
 /// server's v1beta1 path is more lenient, so answering in kind is always safe).
-pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest), ReviewError> {
+pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), ReviewError> {
     let malformed = |e: serde_json::Error| {
         let msg = e.to_string();
         ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())

@@ -4,10 +4,8 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
 use super::mutate::{NamespaceFacts, entries_for, missing_secret_warnings, new_ephemeral_sites};
-use super::pod::{PodView, Site, SiteKind};
+use super::pod::{PodDoc, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
 use crate::config::{Config, PolicyMode, PullScope, Rules};
 use crate::image;
@@ -90,10 +88,8 @@ fn judge_site(
 }
 
 /// All image strings of a pod (every container kind and image volume).
-fn image_set(pod: Option<&Value>) -> HashSet<String> {
-    pod.and_then(|o| PodView::new(o).ok())
-        .and_then(|p| p.sites().ok())
-        .map(|s| s.into_iter().map(|s| s.image.to_string()).collect())
+fn image_set(pod: Option<&PodDoc>) -> HashSet<&str> {
+    pod.map(|p| p.sites().into_iter().map(|s| s.image).collect())
         .unwrap_or_default()
 }
 
@@ -107,59 +103,46 @@ pub fn offences(
         return (None, Vec::new(), Vec::new());
     };
     let ns = req.namespace();
-    let Some(rules) = policy.rules_for(ns) else {
+    let Some(rules) = policy.rules_for(&ns) else {
         return (None, Vec::new(), Vec::new());
     };
-    let Some(obj) = req.object.as_ref() else {
-        return (Some(rules.mode), Vec::new(), Vec::new());
-    };
-    let mut out = Vec::new();
-    let mut notes = Vec::new();
-    let pod = match PodView::new(obj) {
-        Ok(p) => p,
-        Err(e) => {
-            out.push(Offence {
+    let pod = match req.pod() {
+        None => return (Some(rules.mode), Vec::new(), Vec::new()),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            let o = Offence {
                 long: format!("the pod could not be read: {e}"),
                 short: format!("unreadable pod: {e}"),
-            });
-            return (Some(rules.mode), out, notes);
+            };
+            return (Some(rules.mode), vec![o], Vec::new());
         }
     };
-    let sites = match (&req.operation, req.sub_resource()) {
+    let old = req.old_pod();
+    let mut notes = Vec::new();
+    let sites = match (req.operation, req.sub_resource()) {
         (Operation::Create, "") => pod.sites(),
         (Operation::Update, "") => {
             // Like AlwaysPullImages: only images new to this pod are judged, so an update
             // of labels on an old pod is never blocked by a policy introduced later.
-            let before = image_set(req.old_object.as_ref());
-            pod.sites().map(|mut s| {
-                s.retain(|x| !before.contains(x.image));
-                s
-            })
+            let before = image_set(old.as_ref());
+            let mut s = pod.sites();
+            s.retain(|x| !before.contains(x.image));
+            s
         }
         (Operation::Update, "ephemeralcontainers") => {
-            let sites = new_ephemeral_sites(&pod, req.old_object.as_ref());
-            if let Ok(s) = &sites {
-                notes = missing_secret_warnings(&pod, s, ns, cfg, facts);
-            }
-            sites
+            let s = new_ephemeral_sites(&pod, old.as_ref());
+            notes = missing_secret_warnings(&pod, &s, &ns, cfg, facts);
+            s
         }
-        _ => Ok(Vec::new()),
+        _ => Vec::new(),
     };
-    match sites {
-        Ok(sites) => {
-            for site in &sites {
-                judge_site(site, rules, cfg, ns, facts, &mut out);
-            }
-        }
-        Err(e) => out.push(Offence {
-            long: format!("the pod could not be read: {e}"),
-            short: format!("unreadable pod: {e}"),
-        }),
+    let mut out = Vec::new();
+    for site in &sites {
+        judge_site(site, rules, cfg, &ns, facts, &mut out);
     }
     (Some(rules.mode), out, notes)
 }
 
-/// The `/validate` decision.
 /// Returns the verdict and the number of offences found (whatever the mode did with them).
 pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (Verdict, usize) {
     let (mode, offences, notes) = offences(req, cfg, facts);
