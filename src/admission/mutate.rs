@@ -13,12 +13,7 @@ use super::request::{AdmissionRequest, Operation, Verdict};
 use crate::config::{Config, PullScope};
 use crate::image::{self, ImageRef};
 
-/// Pod annotation recording which secrets this tool added.
-pub const INJECTED_ANNOTATION: &str = "pullsecret-injector.io/injected";
-/// Pod annotation a tenant sets to `"false"` to opt out.
-pub const OPT_OUT_ANNOTATION: &str = "pullsecret-injector.io/inject";
-/// Set by kubelets on mirror pods of static manifests.
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+pub use super::pod::{INJECTED_ANNOTATION, MIRROR_ANNOTATION, OPT_OUT_ANNOTATION};
 
 /// What the webhook knows about the pod's namespace beyond its name. Everything is
 /// optional: without cluster access nothing is known, and decisions must still be sound.

@@ -86,11 +86,56 @@ impl Site<'_> {
 #[error("{0}")]
 pub struct PodShapeError(pub String);
 
+/// Pod annotation recording which secrets this tool added.
+pub const INJECTED_ANNOTATION: &str = "pullsecret-injector.io/injected";
+/// Pod annotation a tenant sets to `"false"` to opt out.
+pub const OPT_OUT_ANNOTATION: &str = "pullsecret-injector.io/inject";
+/// Set by kubelets on mirror pods of static manifests.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The annotations the decision reads; all others are skipped unread (a pod's
+/// `last-applied-configuration` alone can be kilobytes).
+#[derive(Debug, Clone, Default)]
+struct Annotations(BTreeMap<&'static str, String>);
+
+impl<'de> Deserialize<'de> for Annotations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Annotations;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Annotations, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match [INJECTED_ANNOTATION, OPT_OUT_ANNOTATION, MIRROR_ANNOTATION]
+                        .into_iter()
+                        .find(|k| *k == key)
+                    {
+                        Some(k) => {
+                            out.insert(k, map.next_value::<String>()?);
+                        }
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Annotations(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MetaDoc {
     #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
+    annotations: Option<Annotations>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -150,7 +195,7 @@ struct Doc {
 #[derive(Debug, Clone)]
 pub struct PodDoc {
     has_metadata: bool,
-    annotations: Option<BTreeMap<String, String>>,
+    annotations: Option<Annotations>,
     spec: SpecDoc,
 }
 
@@ -186,8 +231,9 @@ impl PodDoc {
         self.annotations.is_some()
     }
 
+    /// One of the annotations this module reads (`INJECTED_ANNOTATION`, …).
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.as_ref()?.get(key).map(String::as_str)
+        self.annotations.as_ref()?.0.get(key).map(String::as_str)
     }
 
     /// Entries of `spec.imagePullSecrets` as received.
@@ -260,7 +306,7 @@ mod tests {
     #[test]
     fn reads_only_what_it_needs_and_reports_bad_shapes() {
         let p = PodDoc::parse(
-            r#"{"metadata":{"annotations":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"nginx","resources":{"x":[1,2]}}],
+            r#"{"metadata":{"annotations":{"a":"b","pullsecret-injector.io/inject":"false"}},"spec":{"containers":[{"name":"c","image":"nginx","resources":{"x":[1,2]}}],
                 "volumes":[{"name":"cm","configMap":{}},{"name":"m","image":{"reference":"r","pullPolicy":"Always"}}],
                 "imagePullSecrets":null,"unknownField":{"deep":[{}]}}}"#,
         )
@@ -271,7 +317,13 @@ mod tests {
             (s[1].kind, s[1].index, s[1].image),
             (SiteKind::ImageVolume, 1, "r")
         );
-        assert_eq!(p.annotation("a"), Some("b"));
+        assert!(p.has_annotations());
+        assert_eq!(
+            p.annotation("a"),
+            None,
+            "unwatched annotations are not kept"
+        );
+        assert_eq!(p.annotation(OPT_OUT_ANNOTATION), Some("false"));
         assert!(p.pull_secrets().is_empty());
         for bad in [
             r#"{"spec":{"containers":"x"}}"#,

@@ -31,6 +31,26 @@ struct Envelope<'a> {
     request: Option<&'a RawValue>,
 }
 
+/// The whole review, read in one pass.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review<'a> {
+    api_version: String,
+    kind: String,
+    #[serde(default, borrow)]
+    request: Option<AdmissionRequest<'a>>,
+}
+
+fn check_envelope(api_version: &str, kind: &str) -> Result<(), ReviewError> {
+    if api_version != V1 && api_version != V1BETA1 {
+        return Err(ReviewError::Version(api_version.to_string()));
+    }
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(kind.to_string()));
+    }
+    Ok(())
+}
+
 /// An operation this webhook may be asked about; unknown values are kept as `Other` so a
 /// newer API server's review is answered instead of rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -171,19 +191,26 @@ pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), Revie
         let msg = e.to_string();
         ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())
     };
-    let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
-    if envelope.api_version != V1 && envelope.api_version != V1BETA1 {
-        return Err(ReviewError::Version(envelope.api_version));
-    }
-    if envelope.kind != "AdmissionReview" {
-        return Err(ReviewError::Kind(envelope.kind));
-    }
-    let raw = envelope.request.ok_or(ReviewError::NoRequest)?;
-    let req: AdmissionRequest = serde_json::from_str(raw.get()).map_err(malformed)?;
+    // One pass over the body in the common case; only a failed parse pays for a second,
+    // envelope-only read, so version and kind problems are reported as such.
+    let review: Result<Review, _> = serde_json::from_slice(body);
+    let (api_version, kind, request) = match review {
+        Ok(r) => (r.api_version, r.kind, r.request),
+        Err(e) => {
+            let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
+            check_envelope(&envelope.api_version, &envelope.kind)?;
+            return Err(match envelope.request {
+                None => ReviewError::NoRequest,
+                Some(_) => malformed(e),
+            });
+        }
+    };
+    check_envelope(&api_version, &kind)?;
+    let req = request.ok_or(ReviewError::NoRequest)?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
-    Ok((envelope.api_version, req))
+    Ok((api_version, req))
 }
 
 /// The outcome of a decision, before it is wrapped in an envelope.
