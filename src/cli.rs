@@ -52,25 +52,9 @@ pub enum Command {
         endpoint: EndpointArg,
     },
     /// Print manifests with their pod templates mutated as the webhook would mutate the pods.
-    Mutate {
-        #[arg(long)]
-        config: PathBuf,
-        /// Manifest file (multi-document YAML, or JSON), or `-` for stdin.
-        #[arg(short = 'f', long = "file")]
-        file: String,
-        /// Namespace for objects that do not name one.
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
-    },
+    Mutate(ManifestArgs),
     /// Report registry-policy breaches in manifests; exits 1 if enforce mode would reject one.
-    Verify {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(short = 'f', long = "file")]
-        file: String,
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
-    },
+    Verify(ManifestArgs),
     /// Generate a CA and a serving certificate for the webhook Service; prints the caBundle.
     Certs {
         #[arg(long)]
@@ -85,6 +69,18 @@ pub enum Command {
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ManifestArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Manifest file (multi-document YAML, or JSON), or `-` for stdin.
+    #[arg(short = 'f', long = "file")]
+    pub file: String,
+    /// Namespace for objects that do not name one.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -205,11 +201,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Command::Mutate {
+        Command::Mutate(ManifestArgs {
             config,
             file,
             namespace,
-        } => {
+        }) => {
             let cfg = load_config(&config)?;
             let text = String::from_utf8(read_input(&file)?).context("manifest is not UTF-8")?;
             let (format, mut docs) = manifest::read_documents(&text)?;
@@ -219,11 +215,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             print!("{}", manifest::write_documents(format, &docs)?);
             Ok(0)
         }
-        Command::Verify {
+        Command::Verify(ManifestArgs {
             config,
             file,
             namespace,
-        } => {
+        }) => {
             let cfg = load_config(&config)?;
             if cfg.policy.is_none() {
                 bail!(

@@ -257,15 +257,7 @@ async fn certs_command_output_serves_https() {
     assert!(err.contains("psi.infra.svc"), "{err}");
     let cert = out_dir.join("tls.crt");
     let key = out_dir.join("tls.key");
-    let server = Server::start(
-        CONFIG,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let server = Server::start_tls(CONFIG, &cert, &key, &[]);
     let resp = client_trusting(&out_dir.join("ca.crt"))
         .get(server.url("/readyz"))
         .send()

@@ -13,10 +13,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use envtest::{Envtest, eventually};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use pullsecret_injector::cluster::Cluster;
@@ -125,22 +124,7 @@ async fn setup(config: &str, identity: &str, plant_foreign_lease: bool) -> Optio
         .await
         .unwrap();
     if plant_foreign_lease {
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(sync::lease::LEASE_NAME.into()),
-                ..Default::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some("someone-else".into()),
-                lease_duration_seconds: Some(3600),
-                renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-                ..Default::default()
-            }),
-        };
-        Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
-            .create(&PostParams::default(), &lease)
-            .await
-            .unwrap();
+        envtest::hold_sync_lease_elsewhere(&c, RELEASE_NS).await;
     }
     let config = Arc::new(ArcSwap::from_pointee(
         Config::parse(config, "e2e.yaml").unwrap(),

@@ -14,9 +14,7 @@ use base64::Engine;
 use envtest::{Envtest, eventually};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DynamicObject, ObjectMeta, PostParams};
 use kube::discovery::{Discovery, Scope};
 use kube::{Api, Client};
@@ -77,22 +75,7 @@ async fn webhook_for(env: &Envtest) -> (Server, tempfile::TempDir) {
     create_namespace(c, "registry-creds").await;
     // A live Lease held by another replica: the controller stays passive, so anything
     // created below was created by the webhook at admission time.
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some("pullsecret-injector-sync".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("someone-else".into()),
-            lease_duration_seconds: Some(3600),
-            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-            ..Default::default()
-        }),
-    };
-    Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
-        .create(&PostParams::default(), &lease)
-        .await
-        .unwrap();
+    envtest::hold_sync_lease_elsewhere(c, RELEASE_NS).await;
     let auths = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t")}}});
     let source = Secret {
         metadata: ObjectMeta {

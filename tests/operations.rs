@@ -31,6 +31,14 @@ fn metric_value(text: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits until the metric line `line` reads `value`.
+async fn metric_reaches(server: &Server, line: &str, value: f64) {
+    eventually(line, Duration::from_secs(20), || async {
+        metric_value(&metrics(server).await, line) == Some(value)
+    })
+    .await;
+}
+
 /// Polls `f` until it returns true or the deadline passes (bounded, no fixed sleeps).
 async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
 where
@@ -134,15 +142,10 @@ async fn config_reload_applies_good_configs_and_keeps_the_old_on_bad_ones() {
     .await;
 
     std::fs::write(&server.config_path, "registries:\n  - name: broken\n").unwrap();
-    eventually(
-        "the failed reload to be counted",
-        Duration::from_secs(20),
-        || async {
-            metric_value(
-                &metrics(&server).await,
-                r#"pullsecret_injector_config_reloads_total{result="failure"}"#,
-            ) == Some(1.0)
-        },
+    metric_reaches(
+        &server,
+        r#"pullsecret_injector_config_reloads_total{result="failure"}"#,
+        1.0,
     )
     .await;
     assert_eq!(
@@ -186,15 +189,7 @@ async fn certificate_rotation_by_symlink_swap_fails_no_request() {
     write_secret_volume(vol.path(), 1, &old.cert_pem, &old.key_pem);
     let cert = vol.path().join("tls/tls.crt");
     let key = vol.path().join("tls/tls.key");
-    let server = Server::start(
-        CONFIG,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let server = Server::start_tls(CONFIG, &cert, &key, &[]);
     let both = tempfile::tempdir().unwrap();
     let both_ca = both.path().join("ca.pem");
     std::fs::write(&both_ca, format!("{}{}", old.ca_pem, new.ca_pem)).unwrap();
@@ -241,15 +236,10 @@ async fn certificate_rotation_by_symlink_swap_fails_no_request() {
 
     // a broken rotation (key of another cert) is rejected; the old cert keeps serving
     write_secret_volume(vol.path(), 2, &new.cert_pem, &old.key_pem);
-    eventually(
-        "the broken rotation to be refused",
-        Duration::from_secs(20),
-        || async {
-            metric_value(
-                &metrics(&server).await,
-                r#"pullsecret_injector_tls_reloads_total{result="failure"}"#,
-            ) == Some(1.0)
-        },
+    metric_reaches(
+        &server,
+        r#"pullsecret_injector_tls_reloads_total{result="failure"}"#,
+        1.0,
     )
     .await;
     let r = client_trusting(&old_ca)
@@ -315,17 +305,12 @@ async fn client_ca_admits_only_clients_with_a_certificate_from_it() {
     ] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
-    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
-    let server = Server::start(
+    let client_ca = dir.path().join("ca.crt").to_string_lossy().into_owned();
+    let server = Server::start_tls(
         CONFIG,
-        &[
-            "--tls-cert",
-            &p("tls.crt"),
-            "--tls-key",
-            &p("tls.key"),
-            "--client-ca",
-            &p("ca.crt"),
-        ],
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &["--client-ca", &client_ca],
     );
     let with = |identity: Option<String>| {
         let mut b = reqwest::Client::builder()
@@ -448,15 +433,7 @@ async fn soak_60s_with_reload_and_rotation() {
         vol.path().join("tls/tls.crt"),
         vol.path().join("tls/tls.key"),
     );
-    let server = Server::start(
-        CONFIG,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let server = Server::start_tls(CONFIG, &cert, &key, &[]);
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(60);

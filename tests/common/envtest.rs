@@ -268,3 +268,26 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Plants a live sync Lease held by another identity in `namespace`, so a controller
+/// started afterwards stays passive: whatever appears then was done at admission time.
+pub async fn hold_sync_lease_elsewhere(client: &Client, namespace: &str) {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(pullsecret_injector::sync::lease::LEASE_NAME.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("someone-else".into()),
+            lease_duration_seconds: Some(3600),
+            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &lease)
+        .await
+        .expect("create lease");
+}

@@ -104,6 +104,18 @@ impl Server {
         }
     }
 
+    /// `serve` with a given certificate and key (and further args).
+    pub fn start_tls(config: &str, cert: &Path, key: &Path, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Server::start(config, &args)
+    }
+
     pub fn ca_path(&self) -> PathBuf {
         self.dir.path().join("certs").join("ca.crt")
     }
