@@ -14,9 +14,12 @@ WORKDIR /build
 # 1. Dependencies only: build the locked dependency graph against a dummy
 #    crate so that this layer is cached until Cargo.toml/Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+# The manifest declares bench targets; stubs satisfy it (benches are never built here).
+RUN mkdir src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/micro.rs \
+ && echo 'fn main() {}' > benches/loadgen.rs \
  && cargo build --locked --release --bin pullsecret-injector \
  && rm -rf src \
     target/release/pullsecret-injector* \
@@ -27,6 +30,8 @@ RUN mkdir src \
 # 2. The real build. `touch` makes sure cargo sees the sources as newer than
 #    the dummy build even if COPY kept older mtimes.
 COPY src ./src
+# `serve` embeds the example config as its default.
+COPY examples ./examples
 RUN find src -type f -exec touch {} + \
  && cargo build --locked --release --bin pullsecret-injector \
  && cp target/release/pullsecret-injector /pullsecret-injector \

@@ -283,10 +283,10 @@ async fn chart_objects_are_accepted_by_the_api_server() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("manifests.json");
     let status = std::process::Command::new("python3")
-        .args(["scripts/chart_check.py", "--emit-manifests"])
+        .args(["tests/chart/check.py", "--emit-manifests"])
         .arg(&out)
         .status()
-        .expect("python3 with scripts/requirements-chart.txt installed");
+        .expect("python3 with tests/chart/requirements.txt installed");
     assert!(status.success(), "chart check failed");
     let docs: Vec<Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     create_namespace(&env.client, "pullsecret-injector").await;

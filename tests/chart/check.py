@@ -3,7 +3,7 @@
 
 Dependencies (CI installs them; this script installs nothing):
 
-    python3 -m pip install -r scripts/requirements-chart.txt
+    python3 -m pip install -r tests/chart/requirements.txt
     # = pip install helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
 
 helm-python-sdk (import name `helm_python`) bundles Helm v4's Go SDK as a
@@ -31,7 +31,7 @@ What it does:
     when --binary PATH is given).
 
 Usage:
-    python3 scripts/chart_check.py [--emit-config PATH] [--binary PATH]
+    python3 tests/chart/check.py [--emit-config PATH] [--binary PATH]
                                    [--kube-version 1.33] [--verbose]
 
 Prints one line per check and a closing line "chart_check: N passed, N failed";
@@ -63,12 +63,12 @@ try:
 except ImportError as exc:  # pragma: no cover - environment problem
     print(
         f"chart_check: missing dependency ({exc}).\n"
-        "Install with: python3 -m pip install -r scripts/requirements-chart.txt",
+        "Install with: python3 -m pip install -r tests/chart/requirements.txt",
         file=sys.stderr,
     )
     sys.exit(2)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 CHART_DIR = REPO / "charts" / "pullsecret-injector"
 RELEASE = "psi"
 NAMESPACE = "pullsecret-injector"
