@@ -368,6 +368,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let (config_tx, config_rx) = tokio::sync::watch::channel(0u64);
     let cluster: Arc<dyn Cluster> = if args.no_sync {
         Arc::new(NoCluster)
+    } else if args.config.is_none() {
+        // The example config names sources; never act on whatever cluster the user's
+        // kubeconfig happens to point at just because they tried the quick start.
+        tracing::info!("embedded example config: secret sync disabled (pass --config to enable)");
+        Arc::new(NoCluster)
     } else {
         match connect_cluster(&args).await {
             Some(client) => {
