@@ -63,18 +63,7 @@ fn pull_secret(ns: &str, name: &str, data: Vec<u8>) -> Secret {
 async fn create_ns(c: &Client, name: &str, in_scope: bool) {
     let labels =
         in_scope.then(|| BTreeMap::from([("registry-access".to_string(), "tcr".to_string())]));
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(c.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    envtest::create_namespace(c, name, labels).await;
 }
 
 async fn get_secret(c: &Client, ns: &str, name: &str) -> Option<Secret> {

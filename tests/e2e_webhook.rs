@@ -14,7 +14,7 @@ use base64::Engine;
 use envtest::{Envtest, eventually};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DynamicObject, ObjectMeta, PostParams};
 use kube::discovery::{Discovery, Scope};
 use kube::{Api, Client};
@@ -45,17 +45,7 @@ async fn envtest_or_skip(name: &str) -> Option<Envtest> {
 }
 
 async fn create_namespace(c: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(c.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    envtest::create_namespace(c, name, None).await;
 }
 
 fn pod(name: &str, image: &str) -> Pod {

@@ -291,3 +291,23 @@ pub async fn hold_sync_lease_elsewhere(client: &Client, namespace: &str) {
         .await
         .expect("create lease");
 }
+
+/// Creates a namespace with the given labels.
+pub async fn create_namespace(
+    client: &Client,
+    name: &str,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
