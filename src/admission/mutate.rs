@@ -126,6 +126,28 @@ fn invalid_image_warning(site: &Site, err: &image::ImageError) -> String {
     )
 }
 
+/// The in-scope registry entries of one image; records a warning for an unparseable
+/// image and whether its pull policy must be forced to `Always`.
+fn visit_site(
+    plan: &mut PodPlan,
+    site: &Site,
+    ns: &str,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Vec<usize> {
+    let matched = match image::parse(site.image) {
+        Ok(img) => entries_for(cfg, &img, ns, facts),
+        Err(e) => {
+            plan.warnings.push(invalid_image_warning(site, &e));
+            Vec::new()
+        }
+    };
+    if wants_always(cfg, &matched) && site.pull_policy != Some("Always") {
+        plan.force_always.push(site.policy_tokens());
+    }
+    matched
+}
+
 /// Plans the changes for a pod being created (or a template that will create pods).
 pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) -> PodPlan {
     let mut plan = PodPlan {
@@ -136,13 +158,7 @@ pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) ->
     let existing = pod.pull_secret_names();
     let mut wanted: Vec<(String, String)> = Vec::new();
     for site in pod.sites() {
-        let matched = match image::parse(site.image) {
-            Ok(img) => entries_for(cfg, &img, ns, facts),
-            Err(e) => {
-                plan.warnings.push(invalid_image_warning(&site, &e));
-                Vec::new()
-            }
-        };
+        let matched = visit_site(&mut plan, &site, ns, cfg, facts);
         for &i in &matched {
             let r = &cfg.registries[i];
             if wanted.iter().any(|(s, _)| s == &r.secret) || existing.contains(&r.secret.as_str()) {
@@ -160,9 +176,6 @@ pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) ->
                 continue;
             }
             wanted.push((r.secret.clone(), r.name.clone()));
-        }
-        if wants_always(cfg, &matched) && site.pull_policy != Some("Always") {
-            plan.force_always.push(site.policy_tokens());
         }
     }
     if !wanted.is_empty() {
@@ -298,16 +311,7 @@ fn plan_ephemeral(
     let sites = new_ephemeral_sites(pod, old);
     let mut plan = PodPlan::default();
     for site in &sites {
-        let matched = match image::parse(site.image) {
-            Ok(img) => entries_for(cfg, &img, ns, facts),
-            Err(e) => {
-                plan.warnings.push(invalid_image_warning(site, &e));
-                Vec::new()
-            }
-        };
-        if wants_always(cfg, &matched) && site.pull_policy != Some("Always") {
-            plan.force_always.push(site.policy_tokens());
-        }
+        visit_site(&mut plan, site, ns, cfg, facts);
     }
     plan.warnings
         .extend(missing_secret_warnings(pod, &sites, ns, cfg, facts));

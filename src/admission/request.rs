@@ -217,8 +217,8 @@ pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), Revie
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Verdict {
     pub allowed: bool,
-    /// Set when denied: HTTP-style code and the message the tenant sees.
-    pub denial: Option<(u16, String)>,
+    /// Set when denied: the message the tenant sees (sent as 403 Forbidden).
+    pub denial: Option<String>,
     pub patch: Vec<PatchOperation>,
     pub warnings: Vec<String>,
     pub audit_annotations: BTreeMap<String, String>,
@@ -265,16 +265,9 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
         let bytes = serde_json::to_vec(&v.patch).expect("patch operations always serialise");
         base64::engine::general_purpose::STANDARD.encode(bytes)
     });
-    let status = v.denial.as_ref().map(|(code, message)| {
-        let mut s = Status::failure(
-            message,
-            if *code == 403 {
-                "Forbidden"
-            } else {
-                "BadRequest"
-            },
-        );
-        s.code = *code;
+    let status = v.denial.as_ref().map(|message| {
+        let mut s = Status::failure(message, "Forbidden");
+        s.code = 403;
         s
     });
     let out = ReviewOut {

@@ -152,7 +152,7 @@ pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) ->
         Some(PolicyMode::Enforce) if !offences.is_empty() => {
             let msg: Vec<&str> = offences.iter().map(|o| o.long.as_str()).collect();
             v.allowed = false;
-            v.denial = Some((403, msg.join("; ")));
+            v.denial = Some(msg.join("; "));
         }
         Some(PolicyMode::Warn) => warnings.extend(offences.iter().map(|o| o.short.clone())),
         Some(PolicyMode::Audit) if !offences.is_empty() => {
