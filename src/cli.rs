@@ -415,10 +415,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 let result = Config::load(&path)
                     .map(|c| config.store(Arc::new(c)))
                     .map_err(|e| e.to_string());
-                let label = if result.is_ok() { "success" } else { "failure" };
                 metrics
                     .config_reloads
-                    .get_or_create(&ResultLabels { result: label })
+                    .get_or_create(&ResultLabels::of(&result))
                     .inc();
                 if result.is_ok() {
                     config_tx.send_modify(|n| *n += 1);
@@ -436,10 +435,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             Duration::from_secs(10),
             move || {
                 let result = resolver.reload().map_err(|e| format!("{e:#}"));
-                let label = if result.is_ok() { "success" } else { "failure" };
                 metrics
                     .tls_reloads
-                    .get_or_create(&ResultLabels { result: label })
+                    .get_or_create(&ResultLabels::of(&result))
                     .inc();
                 result
             },

@@ -37,6 +37,14 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+impl ResultLabels {
+    pub fn of<T, E>(r: &Result<T, E>) -> ResultLabels {
+        ResultLabels {
+            result: if r.is_ok() { "success" } else { "failure" },
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     /// `created`, `updated`, `deleted`.
