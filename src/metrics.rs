@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
-    pub operation: String,
+    pub operation: &'static str,
     /// `allowed`, `patched`, `denied`, `warned`, `invalid` (HTTP 400/413).
     pub outcome: &'static str,
 }

@@ -141,12 +141,12 @@ impl Webhook {
         Ok(admission::response_json(&api_version, &req.uid, v))
     }
 
-    fn count(&self, endpoint: Endpoint, operation: &str, outcome: &'static str) {
+    fn count(&self, endpoint: Endpoint, operation: &'static str, outcome: &'static str) {
         self.metrics
             .admission_requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.as_str(),
-                operation: operation.to_string(),
+                operation,
                 outcome,
             })
             .inc();
