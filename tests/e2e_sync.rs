@@ -1,7 +1,8 @@
 //! Credential delivery against a real API server (envtest convention, see
 //! `tests/common/envtest.rs`). Run with
 //! `KUBEBUILDER_ASSETS=/path/to/bin cargo test --test e2e_sync -- --test-threads=1`;
-//! without it every test prints `skipped: KUBEBUILDER_ASSETS not set` and passes.
+//! without it every test prints `skipped: KUBEBUILDER_ASSETS not set` and passes (under
+//! `CI=true` it fails instead).
 
 #[path = "common/envtest.rs"]
 mod envtest;
@@ -387,17 +388,20 @@ registries:
     let c = h.env.client.clone();
     create_ns(&c, "team-sa", false).await;
     let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "team-sa");
-    for (name, list) in [
-        ("default", json!([{"name": "existing"}])),
-        ("builder", json!(null)),
-    ] {
-        let sa: ServiceAccount = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "team-sa"},
-            "imagePullSecrets": list
-        }))
-        .unwrap();
-        sas.create(&PostParams::default(), &sa).await.unwrap();
-    }
+    // `default` exists already (kube-controller-manager made it); a tenant gave it a
+    // pull secret of their own. `builder` is new.
+    sas.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"imagePullSecrets": [{"name": "existing"}]})),
+    )
+    .await
+    .unwrap();
+    let builder: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "builder", "namespace": "team-sa"}
+    }))
+    .unwrap();
+    sas.create(&PostParams::default(), &builder).await.unwrap();
     let names = |sa: &ServiceAccount| -> Vec<String> {
         sa.image_pull_secrets
             .iter()

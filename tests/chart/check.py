@@ -744,18 +744,6 @@ def run(args: argparse.Namespace) -> int:
                            f"stdout={out.stdout.strip()!r} stderr={out.stderr.strip()[:500]!r}")
             h.check(f"{args.binary} check --config <emitted>", bin_check)
 
-    if args.emit_manifests:
-        def emit_manifests() -> None:
-            # Default values plus a policy (so both webhook configurations are
-            # present), as a JSON list, for the envtest install test.
-            r = h.render({"policy": POLICY})
-            docs = [{k: v for k, v in d.items() if k != "__source__"} for d in r.docs]
-            out = Path(args.emit_manifests)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(docs, indent=1))
-            print(f"      wrote {len(docs)} objects to {out}")
-        h.check(f"emit rendered manifests to {args.emit_manifests}", emit_manifests)
-
     if h.skipped_kinds:
         print("note: no Kubernetes schema for CRD kinds "
               + ", ".join(sorted(h.skipped_kinds))
@@ -787,9 +775,6 @@ def main() -> int:
                     help="write the ConfigMap config.yaml rendered from the default values "
                          "here, and the one of an all-features render to "
                          "<PATH stem>.all-features.yaml")
-    ap.add_argument("--emit-manifests", metavar="PATH",
-                    help="write every object rendered from the default values plus a policy "
-                         "as a JSON list (used by the envtest install test)")
     ap.add_argument("--binary", metavar="PATH",
                     help="run 'PATH check --config' on the emitted configs (needs --emit-config)")
     ap.add_argument("--kube-version", action="append", default=None,

@@ -1,13 +1,19 @@
-//! A real etcd + kube-apiserver for end-to-end tests, following the controller-runtime
-//! envtest convention: `KUBEBUILDER_ASSETS` names a directory holding `etcd` and
-//! `kube-apiserver` (e.g. from `setup-envtest use -p path`). Without it, [`start`] prints
-//! why and returns `None`, so the tests pass as skipped where the binaries do not exist.
+//! A real control plane for end-to-end tests: etcd, kube-apiserver and
+//! kube-controller-manager on loopback, built from pinned Go modules by
+//! `tests/envtest/install.sh` (which prints the directory to use as `KUBEBUILDER_ASSETS`,
+//! the controller-runtime envtest convention; `kubectl` lives there too).
 //!
-//! Everything listens on 127.0.0.1 on free ports with state in a temp dir; the API server
-//! authenticates clients by certificate only (a fresh CA per run, the admin in
-//! `system:masters`) and authorises with RBAC, like a real cluster. No controller-manager
-//! or scheduler runs: namespaces never finish terminating, pods are never scheduled,
-//! ServiceAccounts are not created automatically.
+//! Without `KUBEBUILDER_ASSETS`, [`start`] prints why and returns `None`, so `cargo test`
+//! stays usable anywhere; under `CI=true` a missing asset is a test failure instead.
+//!
+//! Each call starts a fresh control plane: free ports on 127.0.0.1, state in a temp dir.
+//! The API server authenticates clients by certificate (a fresh CA per run, the admin in
+//! `system:masters`) and service-account token, authorises with RBAC, runs the default
+//! admission plugins (ServiceAccount included) and writes a JSON audit log of every Pod
+//! request at `Metadata` level ([`Envtest::audit_events`]). kube-controller-manager runs
+//! the workload, namespace, service-account and garbage-collector controllers, each with
+//! its own service-account credentials as on a real cluster. No scheduler or kubelet runs:
+//! Pods are created and admitted but never scheduled.
 
 #![allow(dead_code)]
 
@@ -16,22 +22,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 pub struct Envtest {
     /// Admin client (`system:masters`).
     pub client: Client,
-    /// The admin's kubeconfig, for building more clients (or writing to a file).
+    /// The admin's kubeconfig, for building more clients.
     pub kubeconfig: Kubeconfig,
+    /// The admin's kubeconfig as a file (for our binary and `kubectl`).
+    pub kubeconfig_path: PathBuf,
     /// `https://127.0.0.1:<port>`.
     pub server: String,
     /// The CA that signed the API server's serving cert and the client certs.
     pub ca_pem: String,
     /// PEM of the CA key, for issuing more client certificates.
     pub ca_key_pem: String,
-    // Field order is drop order: the API server stops before etcd, both before the dir goes.
+    /// The API server's audit log (JSON lines, Pod requests at `Metadata` level).
+    pub audit_log: PathBuf,
+    /// The `KUBEBUILDER_ASSETS` directory (holds `kubectl`).
+    pub assets: PathBuf,
+    // Field order is drop order: controllers, then the API server, then etcd, then the dir.
+    controller_manager: Proc,
     apiserver: Proc,
     etcd: Proc,
     pub dir: tempfile::TempDir,
@@ -73,22 +86,54 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// True when running under CI (`CI=true`), where an e2e test that would skip fails.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// The assets directory, or `None` (after printing the skip notice) when not configured.
+/// Under `CI=true` a missing or incomplete assets directory panics: CI must run every
+/// e2e test for real.
 pub fn assets() -> Option<PathBuf> {
-    match std::env::var_os("KUBEBUILDER_ASSETS") {
-        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+    let dir = match std::env::var_os("KUBEBUILDER_ASSETS") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => {
-            eprintln!("skipped: KUBEBUILDER_ASSETS not set");
-            None
+            assert!(
+                !in_ci(),
+                "KUBEBUILDER_ASSETS is not set under CI=true; run \
+                 `export KUBEBUILDER_ASSETS=$(tests/envtest/install.sh)` (an e2e test that \
+                 skips in CI is a failure)"
+            );
+            eprintln!(
+                "skipped: KUBEBUILDER_ASSETS not set (export KUBEBUILDER_ASSETS=$(tests/envtest/install.sh))"
+            );
+            return None;
         }
+    };
+    for bin in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+    ] {
+        assert!(
+            dir.join(bin).is_file(),
+            "KUBEBUILDER_ASSETS={} has no {bin}; rebuild with tests/envtest/install.sh",
+            dir.display()
+        );
     }
+    Some(dir)
 }
 
 /// A kubeconfig for `server` authenticating with a client certificate.
 pub fn kubeconfig(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Kubeconfig {
+    Kubeconfig::from_yaml(&kubeconfig_yaml(server, ca_pem, cert_pem, key_pem)).expect("kubeconfig")
+}
+
+fn kubeconfig_yaml(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let yaml = format!(
+    format!(
         r#"apiVersion: v1
 kind: Config
 clusters:
@@ -109,8 +154,7 @@ current-context: envtest
         ca = b64(ca_pem),
         cert = b64(cert_pem),
         key = b64(key_pem),
-    );
-    Kubeconfig::from_yaml(&yaml).expect("kubeconfig")
+    )
 }
 
 pub async fn client_from(kc: &Kubeconfig) -> Client {
@@ -120,32 +164,92 @@ pub async fn client_from(kc: &Kubeconfig) -> Client {
     Client::try_from(cfg).expect("client")
 }
 
+/// What the audit policy records: every Pod request (and its subresources) at
+/// `Metadata` level, which carries the webhooks' `auditAnnotations`; nothing else.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    resources:
+      - group: ""
+        resources: ["pods", "pods/ephemeralcontainers"]
+  - level: None
+"#;
+
+/// The controllers the tests rely on. No node, route or IPAM controllers: there are no
+/// nodes. `serviceaccount-token` is left out: tokens come from the TokenRequest API.
+const CONTROLLERS: &str = "serviceaccount-controller,namespace-controller,\
+garbage-collector-controller,deployment-controller,replicaset-controller,\
+statefulset-controller,job-controller,cronjob-controller,ttl-after-finished-controller,\
+root-ca-certificate-publisher-controller,clusterrole-aggregation-controller";
+
 impl Envtest {
     /// A client certificate for `user` in `groups`, signed by the run's CA.
     pub async fn client_as(&self, user: &str, group: Option<&str>) -> (Client, Kubeconfig) {
+        let (cert, key) = self.cert_for(user, group);
+        let kc = kubeconfig(&self.server, &self.ca_pem, &cert, &key);
+        (client_from(&kc).await, kc)
+    }
+
+    fn cert_for(&self, user: &str, group: Option<&str>) -> (String, String) {
         let bundle = pullsecret_injector::certs::Bundle {
             ca_pem: self.ca_pem.clone(),
             ca_key_pem: self.ca_key_pem.clone(),
             cert_pem: String::new(),
             key_pem: String::new(),
         };
-        let (cert, key) = pullsecret_injector::certs::issue(&bundle, &[], Some((user, group)), 1)
-            .expect("client cert");
-        let kc = kubeconfig(&self.server, &self.ca_pem, &cert, &key);
-        (client_from(&kc).await, kc)
+        pullsecret_injector::certs::issue(&bundle, &[], Some((user, group)), 1)
+            .expect("client cert")
+    }
+
+    /// Runs the built `kubectl` as the admin with `args`, feeding `stdin`; returns
+    /// (success, stdout, stderr). `--kubeconfig` is passed for the caller.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(self.assets.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig_path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("kubectl stdin");
+        }
+        drop(input);
+        let out = child.wait_with_output().expect("kubectl output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Every audit event written so far (the log is written synchronously: once a request
+    /// has returned, its `ResponseComplete` event is in the file).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The API server's log so far (for a failing test's message).
+    pub fn apiserver_log(&self) -> String {
+        tail(&self.dir.path().join("kube-apiserver.log"))
     }
 }
 
-/// Starts etcd and kube-apiserver, or returns `None` when `KUBEBUILDER_ASSETS` is unset.
-/// Panics (failing the test) when it is set but the servers do not come up.
+/// Starts etcd, kube-apiserver and kube-controller-manager, or returns `None` when
+/// `KUBEBUILDER_ASSETS` is unset outside CI. Panics (failing the test) when it is set but
+/// the servers do not come up.
 pub async fn start() -> Option<Envtest> {
     let assets = assets()?;
-    let etcd_bin = std::env::var_os("TEST_ASSET_ETCD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| assets.join("etcd"));
-    let apiserver_bin = std::env::var_os("TEST_ASSET_KUBE_APISERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| assets.join("kube-apiserver"));
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |name: &str| dir.path().join(name);
     let s = |path: PathBuf| path.display().to_string();
@@ -154,7 +258,7 @@ pub async fn start() -> Option<Envtest> {
     let (client_port, peer_port) = (free_port(), free_port());
     let etcd_log = p("etcd.log");
     let mut etcd = Proc(spawn(
-        &etcd_bin,
+        &assets.join("etcd"),
         &[
             format!("--data-dir={}", s(p("etcd"))),
             "--name=envtest".into(),
@@ -163,6 +267,8 @@ pub async fn start() -> Option<Envtest> {
             format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
             format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
             format!("--initial-cluster=envtest=http://127.0.0.1:{peer_port}"),
+            // Test data: no fsync per write (etcd's own integration tests do the same).
+            "--unsafe-no-fsync".into(),
         ],
         &etcd_log,
     ));
@@ -170,32 +276,41 @@ pub async fn start() -> Option<Envtest> {
     // certificates: one CA for serving and clients; a key for service account tokens
     let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
     let bundle = pullsecret_injector::certs::generate(&names, 2).expect("certs");
-    let (admin_cert, admin_key) = pullsecret_injector::certs::issue(
-        &bundle,
-        &[],
-        Some(("envtest-admin", Some("system:masters"))),
-        1,
-    )
-    .expect("admin cert");
-    let sa_key = rcgen::KeyPair::generate().expect("sa key").serialize_pem();
+    let issue = |user: &str, group: Option<&str>| {
+        pullsecret_injector::certs::issue(&bundle, &[], Some((user, group)), 1)
+            .expect("client cert")
+    };
+    let (admin_cert, admin_key) = issue("envtest-admin", Some("system:masters"));
+    // kube-controller-manager's own identity, bound by the bootstrap RBAC policy.
+    let (kcm_cert, kcm_key) = issue("system:kube-controller-manager", None);
+    // The token signing key; the API server verifies with the public half (it does not
+    // derive it from a PKCS#8 private key file).
+    let sa_keypair = rcgen::KeyPair::generate().expect("sa key");
+    let (sa_key, sa_pub) = (sa_keypair.serialize_pem(), sa_keypair.public_key_pem());
     for (name, text) in [
         ("ca.crt", &bundle.ca_pem),
         ("serving.crt", &bundle.cert_pem),
         ("serving.key", &bundle.key_pem),
         ("sa.key", &sa_key),
+        ("sa.pub", &sa_pub),
     ] {
         std::fs::write(p(name), text).expect("write cert");
     }
+    std::fs::write(p("audit-policy.yaml"), AUDIT_POLICY).expect("audit policy");
 
     let port = free_port();
     let server = format!("https://127.0.0.1:{port}");
     let api_log = p("kube-apiserver.log");
+    let audit_log = p("audit.log");
     let mut apiserver = Proc(spawn(
-        &apiserver_bin,
+        &assets.join("kube-apiserver"),
         &[
             format!("--etcd-servers=http://127.0.0.1:{client_port}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
+            // The `kubernetes` Service endpoints may not be loopback; nothing here needs
+            // them (controller-runtime's envtest does the same).
+            "--endpoint-reconciler-type=none".into(),
             format!("--secure-port={port}"),
             format!("--cert-dir={}", s(p("apiserver-certs"))),
             format!("--tls-cert-file={}", s(p("serving.crt"))),
@@ -203,48 +318,94 @@ pub async fn start() -> Option<Envtest> {
             format!("--client-ca-file={}", s(p("ca.crt"))),
             "--authorization-mode=RBAC".into(),
             format!("--service-account-issuer={server}"),
-            format!("--service-account-key-file={}", s(p("sa.key"))),
+            format!("--service-account-key-file={}", s(p("sa.pub"))),
             format!("--service-account-signing-key-file={}", s(p("sa.key"))),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
-            // No controller-manager creates `default` ServiceAccounts here.
-            "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
+            format!("--audit-policy-file={}", s(p("audit-policy.yaml"))),
+            format!("--audit-log-path={}", s(audit_log.clone())),
+            "--audit-log-format=json".into(),
+            "--audit-log-mode=blocking".into(),
         ],
         &api_log,
     ));
 
+    let kubeconfig_path = p("admin.kubeconfig");
+    std::fs::write(
+        &kubeconfig_path,
+        kubeconfig_yaml(&server, &bundle.ca_pem, &admin_cert, &admin_key),
+    )
+    .expect("write kubeconfig");
+    std::fs::write(
+        p("kcm.kubeconfig"),
+        kubeconfig_yaml(&server, &bundle.ca_pem, &kcm_cert, &kcm_key),
+    )
+    .expect("write kubeconfig");
     let kubeconfig = kubeconfig(&server, &bundle.ca_pem, &admin_cert, &admin_key);
     let client = client_from(&kubeconfig).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
+
+    let kcm_log = p("kube-controller-manager.log");
+    let mut controller_manager: Option<Proc> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        // The `default` namespace exists once the bootstrap controllers have run.
+        // Ready once the bootstrap controllers made `default`, and the service-account
+        // controller (so kube-controller-manager is up) gave it its `default` SA.
         let ns: Api<Namespace> = Api::all(client.clone());
+        let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         if let Ok(Some(_)) = ns.get_opt("default").await {
-            break;
+            if controller_manager.is_none() {
+                controller_manager = Some(Proc(spawn(
+                    &assets.join("kube-controller-manager"),
+                    &[
+                        format!("--kubeconfig={}", s(p("kcm.kubeconfig"))),
+                        "--use-service-account-credentials=true".into(),
+                        format!("--service-account-private-key-file={}", s(p("sa.key"))),
+                        format!("--root-ca-file={}", s(p("ca.crt"))),
+                        format!("--controllers={CONTROLLERS}"),
+                        "--leader-elect=false".into(),
+                        "--bind-address=127.0.0.1".into(),
+                        format!("--secure-port={}", free_port()),
+                        format!("--cert-dir={}", s(p("kcm-certs"))),
+                    ],
+                    &kcm_log,
+                )));
+            }
+            if let Ok(Some(_)) = sa.get_opt("default").await {
+                break;
+            }
         }
-        for (name, child, log) in [
+        let mut procs = vec![
             ("etcd", &mut etcd, &etcd_log),
             ("kube-apiserver", &mut apiserver, &api_log),
-        ] {
+        ];
+        if let Some(kcm) = controller_manager.as_mut() {
+            procs.push(("kube-controller-manager", kcm, &kcm_log));
+        }
+        for (name, child, log) in procs {
             if let Ok(Some(st)) = child.0.try_wait() {
                 panic!("{name} exited ({st}):\n{}", tail(log));
             }
         }
         if Instant::now() > deadline {
             panic!(
-                "kube-apiserver not ready after 90s\n--- etcd ---\n{}\n--- kube-apiserver ---\n{}",
+                "control plane not ready after 120s\n--- etcd ---\n{}\n--- kube-apiserver ---\n{}\n--- kube-controller-manager ---\n{}",
                 tail(&etcd_log),
-                tail(&api_log)
+                tail(&api_log),
+                tail(&kcm_log)
             );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Some(Envtest {
         client,
         kubeconfig,
+        kubeconfig_path,
         server,
         ca_pem: bundle.ca_pem.clone(),
         ca_key_pem: bundle.ca_key_pem.clone(),
+        audit_log,
+        assets,
+        controller_manager: controller_manager.expect("started above"),
         dir,
         etcd,
         apiserver,
@@ -292,7 +453,9 @@ pub async fn hold_sync_lease_elsewhere(client: &Client, namespace: &str) {
         .expect("create lease");
 }
 
-/// Creates a namespace with the given labels.
+/// Creates a namespace with the given labels and waits for its `default`
+/// ServiceAccount (without it the ServiceAccount admission plugin refuses Pods, as on any
+/// real cluster in the instant after a namespace is created).
 pub async fn create_namespace(
     client: &Client,
     name: &str,
@@ -310,4 +473,57 @@ pub async fn create_namespace(
         .create(&kube::api::PostParams::default(), &ns)
         .await
         .expect("create namespace");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually(
+        Duration::from_secs(30),
+        &format!("default ServiceAccount in {name}"),
+        || async { sas.get_opt("default").await.ok().flatten() },
+    )
+    .await;
+}
+
+impl Envtest {
+    /// A kubeconfig file authenticating as ServiceAccount `namespace/name` with a bound
+    /// token from the TokenRequest API (as a Pod's projected token would), for running our
+    /// binary with exactly the permissions the chart grants it.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        use base64::Engine;
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        let req: TokenRequest =
+            serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))
+                .expect("token request");
+        let token = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
+            .create_token_request(name, &Default::default(), &req)
+            .await
+            .expect("token request")
+            .status
+            .and_then(|s| s.token)
+            .expect("token in the TokenRequest status");
+        let yaml = format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: envtest
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: sa
+  user:
+    token: {token}
+contexts:
+- name: envtest
+  context: {{cluster: envtest, user: sa}}
+current-context: envtest
+"#,
+            server = self.server,
+            ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
+        );
+        let path = self
+            .dir
+            .path()
+            .join(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
 }

@@ -342,3 +342,19 @@ pub fn update_review(old: Value, new: Value, ns: &str, sub: Option<&str>) -> Val
     }
     r
 }
+
+/// Every object the chart renders with `values` (real Helm v4 through
+/// `tests/chart/render.py`), in file order.
+pub fn render_chart(values: &Value) -> Vec<Value> {
+    let out = Command::new("python3")
+        .args(["tests/chart/render.py", "--values"])
+        .arg(values.to_string())
+        .output()
+        .expect("python3 with tests/chart/requirements.txt installed");
+    assert!(
+        out.status.success(),
+        "helm render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("render.py prints JSON")
+}
