@@ -6,36 +6,37 @@
 
 #[path = "common/envtest.rs"]
 mod envtest;
+#[path = "common/install.rs"]
+mod install;
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use base64::Engine;
-use envtest::{Envtest, eventually};
+use envtest::Envtest;
+use install::{Install, RELEASE_NS};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DynamicObject, ObjectMeta, PostParams};
 use kube::discovery::{Discovery, Scope};
 use kube::{Api, Client};
 use serde_json::json;
-use support::Server;
 
-const WAIT: Duration = Duration::from_secs(30);
-const RELEASE_NS: &str = "psi-system";
-
-const CONFIG: &str = r#"
-registries:
-  - name: ghcr-acme
-    match: [ghcr.io/acme]
-    secret: ghcr-acme
-    alwaysPull: true
-    namespaces: {include: ["team-*"]}
-    source: {namespace: registry-creds, name: ghcr-acme-source}
-namespaces:
-  exclude: [kube-system, psi-system, registry-creds]
-"#;
+/// Chart values: one registry with a source, pull policy forced, tenants only.
+fn values() -> serde_json::Value {
+    json!({
+        "registries": [{
+            "name": "ghcr-acme",
+            "match": ["ghcr.io/acme"],
+            "secret": "ghcr-acme",
+            "alwaysPull": true,
+            "namespaces": {"include": ["team-*"]},
+            "source": {"namespace": "registry-creds", "name": "ghcr-acme-source"}
+        }],
+        "namespaces": {"exclude": ["kube-system", "registry-creds"]},
+        "webhook": {"failurePolicy": "Fail"}
+    })
+}
 
 async fn envtest_or_skip(name: &str) -> Option<Envtest> {
     let env = envtest::start().await;
@@ -58,14 +59,14 @@ fn pod(name: &str, image: &str) -> Pod {
     .unwrap()
 }
 
-/// Starts our binary with cluster access and registers it with the API server the way a
-/// cluster admin would, except that it is reached by URL on loopback.
-async fn webhook_for(env: &Envtest) -> (Server, tempfile::TempDir) {
+/// The chart installed with `VALUES` (its RBAC, config and webhook configurations; see
+/// `tests/common/install.rs`), with the credentials source in place and a live Lease held
+/// by another replica: the controller stays passive, so anything created below was
+/// created by the webhook at admission time.
+async fn webhook_for(env: &Envtest) -> Install {
     let c = &env.client;
     create_namespace(c, RELEASE_NS).await;
     create_namespace(c, "registry-creds").await;
-    // A live Lease held by another replica: the controller stays passive, so anything
-    // created below was created by the webhook at admission time.
     envtest::hold_sync_lease_elsewhere(c, RELEASE_NS).await;
     let auths = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t")}}});
     let source = Secret {
@@ -84,73 +85,7 @@ async fn webhook_for(env: &Envtest) -> (Server, tempfile::TempDir) {
         .create(&PostParams::default(), &source)
         .await
         .unwrap();
-
-    let kc_dir = tempfile::tempdir().unwrap();
-    let kc_path = kc_dir.path().join("kubeconfig");
-    std::fs::write(&kc_path, serde_json::to_string(&env.kubeconfig).unwrap()).unwrap();
-    let kc = kc_path.to_string_lossy().into_owned();
-    // `Server::start` passes --no-sync; this one needs cluster access, so build args here.
-    let server = Server::start_with(
-        CONFIG,
-        &[
-            "--kubeconfig",
-            &kc,
-            "--release-namespace",
-            RELEASE_NS,
-            "--identity",
-            "replica-a",
-        ],
-        false,
-    );
-
-    let ca = std::fs::read(server.ca_path()).unwrap();
-    let hook: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": "pullsecret-injector"},
-        "webhooks": [{
-            "name": "mutate.pullsecret-injector.io",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "NoneOnDryRun",
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
-            "timeoutSeconds": 10,
-            "clientConfig": {
-                "url": format!("https://{}/mutate", server.addr),
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca)
-            },
-            "rules": [
-                {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"},
-                {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"}
-            ],
-            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", RELEASE_NS]}]}
-        }]
-    }))
-    .unwrap();
-    Api::<MutatingWebhookConfiguration>::all(c.clone())
-        .create(&PostParams::default(), &hook)
-        .await
-        .unwrap();
-    // wait until the API server calls us (webhook configs are picked up asynchronously)
-    create_namespace(c, "team-probe").await;
-    eventually(WAIT, "the webhook to be called", || async {
-        let pods: Api<Pod> = Api::namespaced(c.clone(), "team-probe");
-        let name = format!(
-            "probe-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        let p = pods
-            .create(&PostParams::default(), &pod(&name, "ghcr.io/acme/app:1"))
-            .await
-            .ok()?;
-        p.spec?
-            .image_pull_secrets
-            .filter(|s| !s.is_empty())
-            .map(|_| ())
-    })
-    .await;
-    (server, kc_dir)
+    Install::new(env, &values(), &["--identity", "replica-a"]).await
 }
 
 #[tokio::test]

@@ -52,6 +52,7 @@ pub struct Server {
 
 impl Server {
     /// Starts `serve --no-sync` with `config` and extra args; waits for its "listening on" line.
+    /// `--listen` and `--metrics-listen` default to random ports on 127.0.0.1.
     pub fn start(config: &str, extra: &[&str]) -> Server {
         Server::start_with(config, extra, true)
     }
@@ -63,22 +64,24 @@ impl Server {
         std::fs::write(&config_path, config).unwrap();
         let certs = dir.path().join("certs");
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--config")
-        .arg(&config_path);
+        cmd.arg("serve");
+        // Random loopback ports unless the caller names its own (a restart on the same
+        // address, for instance).
+        for flag in ["--listen", "--metrics-listen"] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        cmd.arg("--config").arg(&config_path);
         if no_sync {
             cmd.arg("--no-sync");
         }
         if !extra.contains(&"--tls-cert") {
             cmd.arg("--self-signed-dir").arg(&certs);
         }
-        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::null());
+        // The server's log (tracing writes to stderr), for a failing test to show.
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        cmd.args(extra).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().expect("spawn server");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -114,6 +117,11 @@ impl Server {
         ];
         args.extend_from_slice(extra);
         Server::start(config, &args)
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     pub fn ca_path(&self) -> PathBuf {
