@@ -10,7 +10,8 @@
 //! The API server authenticates clients by certificate (a fresh CA per run, the admin in
 //! `system:masters`) and service-account token, authorises with RBAC, runs the default
 //! admission plugins (ServiceAccount included) and writes a JSON audit log of every Pod
-//! request at `Metadata` level ([`Envtest::audit_events`]). kube-controller-manager runs
+//! request on Pods, Secrets and ServiceAccounts at `Metadata` level
+//! ([`Envtest::audit_events`]). kube-controller-manager runs
 //! the workload, namespace, service-account and garbage-collector controllers, each with
 //! its own service-account credentials as on a real cluster. No scheduler or kubelet runs:
 //! Pods are created and admitted but never scheduled.
@@ -39,7 +40,7 @@ pub struct Envtest {
     pub ca_pem: String,
     /// PEM of the CA key, for issuing more client certificates.
     pub ca_key_pem: String,
-    /// The API server's audit log (JSON lines, Pod requests at `Metadata` level).
+    /// The API server's audit log (JSON lines; see `AUDIT_POLICY`).
     pub audit_log: PathBuf,
     /// The `KUBEBUILDER_ASSETS` directory (holds `kubectl`).
     pub assets: PathBuf,
@@ -164,8 +165,10 @@ pub async fn client_from(kc: &Kubeconfig) -> Client {
     Client::try_from(cfg).expect("client")
 }
 
-/// What the audit policy records: every Pod request (and its subresources) at
-/// `Metadata` level, which carries the webhooks' `auditAnnotations`; nothing else.
+/// What the audit policy records: every request on Pods (and their subresources),
+/// Secrets and ServiceAccounts at `Metadata` level (which carries the webhooks'
+/// `auditAnnotations`, and never a Secret's data), so tests can order "secret created"
+/// before "pod created" by `stageTimestamp`; nothing else.
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
@@ -173,7 +176,7 @@ rules:
   - level: Metadata
     resources:
       - group: ""
-        resources: ["pods", "pods/ephemeralcontainers"]
+        resources: ["pods", "pods/ephemeralcontainers", "secrets", "serviceaccounts"]
   - level: None
 "#;
 
