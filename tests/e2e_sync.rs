@@ -510,3 +510,43 @@ async fn two_replicas_one_writer_same_result() {
     assert!(holder == "replica-0" || holder == "replica-1");
     drop(tick2);
 }
+
+/// A control-plane restart breaks every connection and watch: the caches must resume
+/// (kube-runtime's watcher with backoff, re-listing where the resourceVersion is gone), so
+/// a namespace created and a rotation made after the restart still reach the copies, and
+/// the webhook's view catches up.
+#[tokio::test]
+async fn watches_resume_after_an_api_server_restart() {
+    let Some(mut h) = setup(CONFIG, "replica-0", false).await else {
+        return;
+    };
+    let c = h.env.client.clone();
+    create_ns(&c, "team-before", true).await;
+    wait_copy(&c, "team-before", &auths("v1")).await;
+
+    h.env.restart_apiserver().await;
+
+    create_ns(&c, "team-after", true).await;
+    wait_copy(&c, "team-after", &auths("v1")).await;
+    Api::<Secret>::namespaced(c.clone(), "creds")
+        .replace("tcr-src", &PostParams::default(), &{
+            let mut s = get_secret(&c, "creds", "tcr-src").await.unwrap();
+            s.data = pull_secret("creds", "tcr-src", auths("v2")).data;
+            s
+        })
+        .await
+        .unwrap();
+    wait_copy(&c, "team-before", &auths("v2")).await;
+    wait_copy(&c, "team-after", &auths("v2")).await;
+    eventually(WAIT, "the webhook's cache sees team-after's copy", || {
+        let facts = h.cluster.facts("team-after");
+        async move {
+            facts
+                .secrets
+                .is_some_and(|s| s.contains("tcr-pull"))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(h.cluster.ready(), "ready again after the restart");
+}

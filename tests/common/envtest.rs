@@ -47,6 +47,8 @@ pub struct Envtest {
     // Field order is drop order: controllers, then the API server, then etcd, then the dir.
     controller_manager: Proc,
     apiserver: Proc,
+    /// The API server's arguments, for [`Envtest::restart_apiserver`].
+    apiserver_args: Vec<String>,
     etcd: Proc,
     pub dir: tempfile::TempDir,
 }
@@ -242,6 +244,36 @@ impl Envtest {
             .collect()
     }
 
+    /// Kills kube-apiserver and starts it again on the same port, certificates and etcd
+    /// (what a control-plane upgrade or crash looks like to clients: every connection and
+    /// watch breaks); returns once it serves again.
+    pub async fn restart_apiserver(&mut self) {
+        let _ = self.apiserver.0.kill();
+        let _ = self.apiserver.0.wait();
+        let log = self.dir.path().join("kube-apiserver.restarted.log");
+        self.apiserver = Proc(spawn(
+            &self.assets.join("kube-apiserver"),
+            &self.apiserver_args,
+            &log,
+        ));
+        let ns: Api<Namespace> = Api::all(self.client.clone());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !matches!(ns.get_opt("default").await, Ok(Some(_))) {
+            if let Ok(Some(st)) = self.apiserver.0.try_wait() {
+                panic!(
+                    "kube-apiserver exited after restart ({st}):\n{}",
+                    tail(&log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not serving 120 s after restart:\n{}",
+                tail(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The API server's log so far (for a failing test's message).
     pub fn apiserver_log(&self) -> String {
         tail(&self.dir.path().join("kube-apiserver.log"))
@@ -305,31 +337,32 @@ pub async fn start() -> Option<Envtest> {
     let server = format!("https://127.0.0.1:{port}");
     let api_log = p("kube-apiserver.log");
     let audit_log = p("audit.log");
+    let apiserver_args: Vec<String> = vec![
+        format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        // The `kubernetes` Service endpoints may not be loopback; nothing here needs
+        // them (controller-runtime's envtest does the same).
+        "--endpoint-reconciler-type=none".into(),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", s(p("apiserver-certs"))),
+        format!("--tls-cert-file={}", s(p("serving.crt"))),
+        format!("--tls-private-key-file={}", s(p("serving.key"))),
+        format!("--client-ca-file={}", s(p("ca.crt"))),
+        "--authorization-mode=RBAC".into(),
+        format!("--service-account-issuer={server}"),
+        format!("--service-account-key-file={}", s(p("sa.pub"))),
+        format!("--service-account-signing-key-file={}", s(p("sa.key"))),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--allow-privileged=true".into(),
+        format!("--audit-policy-file={}", s(p("audit-policy.yaml"))),
+        format!("--audit-log-path={}", s(audit_log.clone())),
+        "--audit-log-format=json".into(),
+        "--audit-log-mode=blocking".into(),
+    ];
     let mut apiserver = Proc(spawn(
         &assets.join("kube-apiserver"),
-        &[
-            format!("--etcd-servers=http://127.0.0.1:{client_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            // The `kubernetes` Service endpoints may not be loopback; nothing here needs
-            // them (controller-runtime's envtest does the same).
-            "--endpoint-reconciler-type=none".into(),
-            format!("--secure-port={port}"),
-            format!("--cert-dir={}", s(p("apiserver-certs"))),
-            format!("--tls-cert-file={}", s(p("serving.crt"))),
-            format!("--tls-private-key-file={}", s(p("serving.key"))),
-            format!("--client-ca-file={}", s(p("ca.crt"))),
-            "--authorization-mode=RBAC".into(),
-            format!("--service-account-issuer={server}"),
-            format!("--service-account-key-file={}", s(p("sa.pub"))),
-            format!("--service-account-signing-key-file={}", s(p("sa.key"))),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--allow-privileged=true".into(),
-            format!("--audit-policy-file={}", s(p("audit-policy.yaml"))),
-            format!("--audit-log-path={}", s(audit_log.clone())),
-            "--audit-log-format=json".into(),
-            "--audit-log-mode=blocking".into(),
-        ],
+        &apiserver_args,
         &api_log,
     ));
 
@@ -409,6 +442,7 @@ pub async fn start() -> Option<Envtest> {
         audit_log,
         assets,
         controller_manager: controller_manager.expect("started above"),
+        apiserver_args,
         dir,
         etcd,
         apiserver,
