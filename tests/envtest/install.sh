@@ -21,7 +21,8 @@ k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$h
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")"
 [[ -n "$k8s_version" && -n "$etcd_version" ]] || { echo "install.sh: cannot read pinned versions from go.mod" >&2; exit 1; }
 go_version="$(go env GOVERSION)"
-sum="$(cat "$here/kube/go.mod" "$here/kube/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | sha256sum | cut -c1-12)"
+# Comment lines do not change what is built, so they do not change the key.
+sum="$(cat "$here/kube/go.mod" "$here/kube/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | grep -v '^[[:space:]]*//' | sha256sum | cut -c1-12)"
 
 root="${PSI_ENVTEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pullsecret-injector/envtest}"
 dir="$root/k8s-${k8s_version}_etcd-${etcd_version}_${go_version}_${sum}"

@@ -1,3 +1,7 @@
+// Builds the test control plane's etcd at an exact release; see tests/envtest/install.sh.
+// Separate from ../kube because etcd's server pins other versions of shared dependencies
+// (grpc, otel, ...) than k8s.io/kubernetes does. 3.7 is the line Kubernetes 1.37 tests
+// with (hack/lib/etcd.sh in k8s.io/kubernetes@v1.37.2: ETCD_VERSION=3.7.0).
 module pullsecret-injector/tests/envtest/etcd
 
 go 1.26.0

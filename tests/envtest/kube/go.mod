@@ -1,3 +1,9 @@
+// Builds the test control plane's Kubernetes binaries (kube-apiserver,
+// kube-controller-manager, kubectl) at an exact release; see tests/envtest/install.sh.
+// k8s.io/kubernetes lists its staging modules at v0.0.0, so each one it needs is
+// replaced by the matching published v0.37.x below (the documented way to depend on it).
+// To move to another patch release: change every v1.37.2 / v0.37.2 here, then
+// `go mod tidy` in this directory.
 module pullsecret-injector/tests/envtest/kube
 
 go 1.26.0

@@ -1,5 +1,7 @@
 //go:build tools
 
+// Package tools pins the commands install.sh builds, so `go mod tidy` keeps their
+// dependencies in go.mod and go.sum.
 package tools
 
 import (
