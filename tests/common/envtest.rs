@@ -64,11 +64,14 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// `N` distinct free ports on 127.0.0.1: all listeners stay open until every port is
+/// chosen, so no two of them can be the same (binding port 0 one at a time can hand out
+/// a port just released).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
@@ -285,12 +288,28 @@ impl Envtest {
 /// the servers do not come up.
 pub async fn start() -> Option<Envtest> {
     let assets = assets()?;
+    // Another process (a parallel test) may still take a chosen port between choosing and
+    // binding; such a start is retried with new ports, any other failure panics.
+    for attempt in 1.. {
+        match start_once(&assets).await {
+            Ok(env) => return Some(env),
+            Err(e) if attempt < 3 && e.contains("address already in use") => {
+                eprintln!("control plane start lost a port race, retrying: {e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    unreachable!()
+}
+
+async fn start_once(assets: &Path) -> Result<Envtest, String> {
+    let assets = assets.to_path_buf();
+    let [client_port, peer_port, port, kcm_port] = free_ports::<4>();
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |name: &str| dir.path().join(name);
     let s = |path: PathBuf| path.display().to_string();
 
     // etcd
-    let (client_port, peer_port) = (free_port(), free_port());
     let etcd_log = p("etcd.log");
     let mut etcd = Proc(spawn(
         &assets.join("etcd"),
@@ -333,7 +352,6 @@ pub async fn start() -> Option<Envtest> {
     }
     std::fs::write(p("audit-policy.yaml"), AUDIT_POLICY).expect("audit policy");
 
-    let port = free_port();
     let server = format!("https://127.0.0.1:{port}");
     let api_log = p("kube-apiserver.log");
     let audit_log = p("audit.log");
@@ -400,7 +418,7 @@ pub async fn start() -> Option<Envtest> {
                         format!("--controllers={CONTROLLERS}"),
                         "--leader-elect=false".into(),
                         "--bind-address=127.0.0.1".into(),
-                        format!("--secure-port={}", free_port()),
+                        format!("--secure-port={kcm_port}"),
                         format!("--cert-dir={}", s(p("kcm-certs"))),
                     ],
                     &kcm_log,
@@ -419,20 +437,20 @@ pub async fn start() -> Option<Envtest> {
         }
         for (name, child, log) in procs {
             if let Ok(Some(st)) = child.0.try_wait() {
-                panic!("{name} exited ({st}):\n{}", tail(log));
+                return Err(format!("{name} exited ({st}):\n{}", tail(log)));
             }
         }
         if Instant::now() > deadline {
-            panic!(
+            return Err(format!(
                 "control plane not ready after 120s\n--- etcd ---\n{}\n--- kube-apiserver ---\n{}\n--- kube-controller-manager ---\n{}",
                 tail(&etcd_log),
                 tail(&api_log),
                 tail(&kcm_log)
-            );
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Some(Envtest {
+    Ok(Envtest {
         client,
         kubeconfig,
         kubeconfig_path,
