@@ -1,6 +1,6 @@
 //! The webhook and the chart against a real API server (envtest convention, see
 //! `tests/common/envtest.rs`). Run with
-//! `KUBEBUILDER_ASSETS=/path/to/bin cargo test --test e2e_webhook -- --test-threads=1`;
+//! `KUBEBUILDER_ASSETS=$(tests/envtest/install.sh) cargo test --test e2e_webhook`;
 //! without it every test prints `skipped: KUBEBUILDER_ASSETS not set` and passes (under
 //! `CI=true` it fails instead).
 
@@ -64,10 +64,18 @@ fn pod(name: &str, image: &str) -> Pod {
 /// by another replica: the controller stays passive, so anything created below was
 /// created by the webhook at admission time.
 async fn webhook_for(env: &Envtest) -> Install {
+    install_with(env, &values(), true).await
+}
+
+/// As [`webhook_for`], with other values, and the Lease left free when `passive` is false
+/// (the process then leads and runs the controller too).
+async fn install_with(env: &Envtest, values: &serde_json::Value, passive: bool) -> Install {
     let c = &env.client;
     create_namespace(c, RELEASE_NS).await;
     create_namespace(c, "registry-creds").await;
-    envtest::hold_sync_lease_elsewhere(c, RELEASE_NS).await;
+    if passive {
+        envtest::hold_sync_lease_elsewhere(c, RELEASE_NS).await;
+    }
     let auths = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t")}}});
     let source = Secret {
         metadata: ObjectMeta {
@@ -85,7 +93,7 @@ async fn webhook_for(env: &Envtest) -> Install {
         .create(&PostParams::default(), &source)
         .await
         .unwrap();
-    Install::new(env, &values(), &["--identity", "replica-a"]).await
+    Install::new(env, values, &["--identity", "replica-a"]).await
 }
 
 #[tokio::test]
@@ -237,4 +245,112 @@ async fn chart_objects_are_accepted_by_the_api_server() {
             .await
             .unwrap_or_else(|e| panic!("{} {:?} rejected: {e}", tm.kind, obj.metadata.name));
     }
+}
+
+/// The chart's RBAC covers everything the process does when it leads: it takes the Lease,
+/// copies the source into namespaces in scope, patches ServiceAccounts, follows a
+/// rotation, and reports a conflict as an Event (whose failure would otherwise only be
+/// logged). Nothing it asks for is forbidden.
+#[tokio::test]
+async fn the_charts_rbac_covers_everything_the_leader_does() {
+    let Some(env) = envtest_or_skip("the_charts_rbac_covers_everything_the_leader_does").await
+    else {
+        return;
+    };
+    let c = &env.client;
+    // Before the controller starts: an unowned secret with the managed name, to be left
+    // alone and reported as an Event.
+    create_namespace(c, "team-y").await;
+    let theirs = Secret {
+        metadata: ObjectMeta {
+            name: Some("ghcr-acme".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("k".into(), "v".into())])),
+        ..Default::default()
+    };
+    let theirs = Api::<Secret>::namespaced(c.clone(), "team-y")
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let mut v = values();
+    v["registries"][0]["serviceAccounts"] = json!(["default"]);
+    let install = install_with(&env, &v, false).await;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::events::v1::Event;
+    use std::time::Duration;
+    let wait = Duration::from_secs(30);
+
+    envtest::eventually(wait, "the process holds the sync Lease", || async {
+        let l = Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
+            .get_opt(pullsecret_injector::sync::lease::LEASE_NAME)
+            .await
+            .ok()??;
+        (l.spec?.holder_identity?.as_str() == "replica-a").then_some(())
+    })
+    .await;
+
+    create_namespace(c, "team-x").await;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "team-x");
+    let data = |s: &Secret| s.data.as_ref().unwrap()[".dockerconfigjson"].0.clone();
+    let first = envtest::eventually(wait, "the copy in team-x", || async {
+        secrets.get_opt("ghcr-acme").await.ok()?
+    })
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "team-x");
+    envtest::eventually(
+        wait,
+        "team-x's default ServiceAccount lists the secret",
+        || async {
+            let sa = sas.get("default").await.ok()?;
+            sa.image_pull_secrets?
+                .iter()
+                .any(|r| r.name == "ghcr-acme")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // rotation
+    let rotated = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:rotated")}}});
+    let sources: Api<Secret> = Api::namespaced(c.clone(), "registry-creds");
+    let mut src = sources.get("ghcr-acme-source").await.unwrap();
+    src.data = Some(BTreeMap::from([(
+        ".dockerconfigjson".to_string(),
+        ByteString(rotated.to_string().into_bytes()),
+    )]));
+    sources
+        .replace("ghcr-acme-source", &PostParams::default(), &src)
+        .await
+        .unwrap();
+    envtest::eventually(wait, "the copy follows the rotation", || async {
+        let s = secrets.get("ghcr-acme").await.ok()?;
+        (data(&s) != data(&first) && data(&s) == rotated.to_string().into_bytes()).then_some(())
+    })
+    .await;
+
+    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    envtest::eventually(wait, "a PullSecretConflict Event", || async {
+        let l = events.list(&Default::default()).await.ok()?;
+        l.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PullSecretConflict"))
+            .then_some(())
+    })
+    .await;
+    let now = Api::<Secret>::namespaced(c.clone(), "team-y")
+        .get("ghcr-acme")
+        .await
+        .unwrap();
+    assert_eq!(
+        now.metadata.resource_version,
+        theirs.metadata.resource_version
+    );
+
+    let log = install.server().log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the chart's RBAC refused something:\n{log}"
+    );
 }
