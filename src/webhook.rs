@@ -59,10 +59,14 @@ impl Webhook {
         let v = &decided.verdict;
 
         if let Some(plan) = &decided.plan {
-            if !plan.add_secrets.is_empty() && !req.dry_run() {
+            // Every needed secret, not only the ones added now: a Pod that already lists
+            // ours (its ServiceAccount does, say) would otherwise be admitted before its
+            // namespace has the copy and sit in ImagePullBackOff until the reconciler
+            // catches up. Names the cache shows present cost a lookup, no request.
+            if !plan.needed_secrets.is_empty() && !req.dry_run() {
                 let ensured = tokio::time::timeout(
                     self.ensure_timeout,
-                    self.cluster.ensure_secrets(&cfg, ns, &plan.add_secrets),
+                    self.cluster.ensure_secrets(&cfg, ns, &plan.needed_secrets),
                 )
                 .await;
                 let result = match ensured {

@@ -47,6 +47,12 @@ pub struct PodPlan {
     pub add_secrets: Vec<String>,
     /// `(secret, registry entry name)` for each added secret, for logs and metrics.
     pub added_by: Vec<(String, String)>,
+    /// Every secret the pod's images need from in-scope entries, in the order first
+    /// needed: the added ones and those the pod already lists (from its manifest, or
+    /// copied from its ServiceAccount by the ServiceAccount admission plugin). The webhook
+    /// makes sure each deliverable one exists before the pod is admitted; a reference the
+    /// pod brought itself is just as useless as one we added if the copy is missing.
+    pub needed_secrets: Vec<String>,
     /// Sites whose pull policy must become `Always` (tokens relative to the spec).
     pub force_always: Vec<Vec<String>>,
     pub warnings: Vec<String>,
@@ -161,6 +167,9 @@ pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) ->
         let matched = visit_site(&mut plan, &site, ns, cfg, facts);
         for &i in &matched {
             let r = &cfg.registries[i];
+            if !plan.needed_secrets.contains(&r.secret) {
+                plan.needed_secrets.push(r.secret.clone());
+            }
             if wanted.iter().any(|(s, _)| s == &r.secret) || existing.contains(&r.secret.as_str()) {
                 continue;
             }
@@ -316,4 +325,52 @@ fn plan_ephemeral(
     plan.warnings
         .extend(missing_secret_warnings(pod, &sites, ns, cfg, facts));
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+registries:
+  - name: tcr
+    match: ["*.tencentcloudcr.com"]
+    secret: tcr-pull
+  - name: ghcr
+    match: [ghcr.io/acme]
+    secret: ghcr-pull
+    namespaces: {include: ["team-*"]}
+"#;
+
+    fn plan(pod: &str, ns: &str) -> PodPlan {
+        let cfg = Config::parse(CFG, "t.yaml").unwrap();
+        let pod = PodDoc::parse(pod).unwrap();
+        plan_pod(&pod, ns, &cfg, &NamespaceFacts::default())
+    }
+
+    /// A secret the pod already lists (from its ServiceAccount, say) is not added again
+    /// but is still needed: the webhook must make sure its copy exists.
+    #[test]
+    fn needed_secrets_include_the_ones_the_pod_already_lists() {
+        let p = plan(
+            r#"{"spec": {"imagePullSecrets": [{"name": "tcr-pull"}], "containers": [
+                {"name": "a", "image": "x.tencentcloudcr.com/a:1"},
+                {"name": "b", "image": "ghcr.io/acme/b:1"},
+                {"name": "c", "image": "y.tencentcloudcr.com/c:1"}]}}"#,
+            "team-a",
+        );
+        assert_eq!(p.add_secrets, ["ghcr-pull"]);
+        assert_eq!(p.needed_secrets, ["tcr-pull", "ghcr-pull"]);
+    }
+
+    /// Out-of-scope entries are neither added nor needed.
+    #[test]
+    fn needed_secrets_follow_the_entries_scope() {
+        let p = plan(
+            r#"{"spec": {"containers": [{"name": "b", "image": "ghcr.io/acme/b:1"}]}}"#,
+            "other",
+        );
+        assert!(p.add_secrets.is_empty());
+        assert!(p.needed_secrets.is_empty());
+    }
 }
