@@ -173,10 +173,11 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
     let c = h.env.client.clone();
     create_ns(&c, "team-a", true).await;
     create_ns(&c, "team-b", false).await;
-    create_ns(&c, "team-c", true).await;
-    create_ns(&c, "team-d", true).await;
-    // Unowned secrets with the managed name: one a pull secret (seen by the cache), one
-    // Opaque (found only by the failed create).
+    // team-c and team-d come into scope (by label) only once they hold unowned secrets
+    // with the managed name: one a pull secret (seen by the cache), one Opaque (found only
+    // by the failed create). Created in scope, the controller could copy first.
+    create_ns(&c, "team-c", false).await;
+    create_ns(&c, "team-d", false).await;
     let mut theirs = pull_secret("team-c", "tcr-pull", auths("theirs"));
     theirs.metadata.labels = Some(BTreeMap::from([("owner".into(), "team-c".into())]));
     let theirs = Api::<Secret>::namespaced(c.clone(), "team-c")
@@ -196,6 +197,17 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
         .create(&PostParams::default(), &opaque)
         .await
         .unwrap();
+
+    for ns in ["team-c", "team-d"] {
+        Api::<Namespace>::all(c.clone())
+            .patch(
+                ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"registry-access": "tcr"}}})),
+            )
+            .await
+            .unwrap();
+    }
 
     eventually(WAIT, "this replica leads", || {
         let l = h.cluster.is_leader();
