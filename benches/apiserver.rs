@@ -34,11 +34,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 
 const CONFIGS: [(&str, &str); 5] = [
@@ -167,24 +166,14 @@ async fn main() {
     let env = envtest::start().await.expect("control plane");
     let c = env.client.clone();
     envtest::create_namespace(&c, "registry-creds", None).await;
-    let source = Secret {
-        metadata: ObjectMeta {
-            name: Some("tcr-pull".into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(
-            ".dockerconfigjson".to_string(),
-            ByteString(
-                br#"{"auths":{"demo-tcr.tencentcloudcr.com":{"auth":"cm9ib3Q6cHc="}}}"#.to_vec(),
-            ),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(c.clone(), "registry-creds")
-        .create(&PostParams::default(), &source)
-        .await
-        .unwrap();
+    envtest::create_pull_secret(
+        &c,
+        "registry-creds",
+        "tcr-pull",
+        "demo-tcr.tencentcloudcr.com",
+        "robot:pw",
+    )
+    .await;
     let values = json!({
         "registries": [{
             "name": "tcr", "match": ["demo-tcr.tencentcloudcr.com"], "secret": "tcr-pull",
@@ -298,18 +287,13 @@ async fn main() {
         1e3 * get("pullsecret_injector_admission_duration_seconds_sum")
             / get("pullsecret_injector_admission_duration_seconds_count")
     };
-    let metrics = reqwest::get(format!("http://{}/metrics", install.server().metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = install.metrics().await;
     assert_eq!(after.0 - before.0, 2.0 * total, "mutating calls");
     assert_eq!(after.1 - before.1, total, "validating calls");
 
+    let version = c.apiserver_version().await.unwrap().git_version;
     println!(
-        "Pod create through kube-apiserver {}: {} creates per configuration, {rounds} interleaved rounds, one client",
-        "v1.37.2",
+        "Pod create through kube-apiserver {version}: {} creates per configuration, {rounds} interleaved rounds, one client",
         per_round * rounds
     );
     println!();

@@ -175,12 +175,7 @@ fn label<'a>(labels: &'a str, key: &str) -> &'a str {
 }
 
 async fn seen(install: &Install) -> Seen {
-    let text = reqwest::get(format!("http://{}/metrics", install.server().metrics_addr))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = install.metrics().await;
     let mut by_label = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("pullsecret_injector_admission_requests_total{") else {

@@ -29,14 +29,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use envtest::Envtest;
 use install::{Install, RELEASE_NS};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Secret};
 use k8s_openapi::api::events::v1::Event as NewEvent;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 
 /// The webhook names the chart registers (the audit-annotation key prefixes).
@@ -476,23 +474,14 @@ async fn dry_run_shows_the_mutation_and_creates_nothing() {
     envtest::create_namespace(c, RELEASE_NS, None).await;
     envtest::create_namespace(c, "registry-creds", None).await;
     envtest::hold_sync_lease_elsewhere(c, RELEASE_NS).await;
-    let auths = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t")}}});
-    let source = Secret {
-        metadata: ObjectMeta {
-            name: Some("ghcr-acme-source".into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(
-            ".dockerconfigjson".to_string(),
-            ByteString(auths.to_string().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(c.clone(), "registry-creds")
-        .create(&PostParams::default(), &source)
-        .await
-        .expect("create source");
+    envtest::create_pull_secret(
+        c,
+        "registry-creds",
+        "ghcr-acme-source",
+        "ghcr.io",
+        "robot:s3cr3t",
+    )
+    .await;
     let install = Install::new(&env, &dry_run_values(), &["--identity", "replica-a"]).await;
     envtest::create_namespace(c, DRY_NS, None).await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), DRY_NS);

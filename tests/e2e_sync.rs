@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use envtest::{Envtest, eventually};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -145,6 +145,16 @@ async fn setup(config: &str, identity: &str, plant_foreign_lease: bool) -> Optio
     })
 }
 
+/// Replaces the source's data (a credential rotation).
+async fn rotate_source(c: &Client, data: Vec<u8>) {
+    let mut s = get_secret(c, "creds", "tcr-src").await.unwrap();
+    s.data = pull_secret("creds", "tcr-src", data).data;
+    Api::<Secret>::namespaced(c.clone(), "creds")
+        .replace("tcr-src", &PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
 async fn wait_copy(c: &Client, ns: &str, want: &[u8]) -> Secret {
     eventually(
         WAIT,
@@ -199,14 +209,7 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
         .unwrap();
 
     for ns in ["team-c", "team-d"] {
-        Api::<Namespace>::all(c.clone())
-            .patch(
-                ns,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"registry-access": "tcr"}}})),
-            )
-            .await
-            .unwrap();
+        envtest::label_namespace(&c, ns, "registry-access", Some("tcr")).await;
     }
 
     eventually(WAIT, "this replica leads", || {
@@ -241,26 +244,12 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
     wait_copy(&c, "team-new", &auths("v1")).await;
 
     // rotation updates every copy
-    Api::<Secret>::namespaced(c.clone(), "creds")
-        .replace("tcr-src", &PostParams::default(), &{
-            let mut s = get_secret(&c, "creds", "tcr-src").await.unwrap();
-            s.data = pull_secret("creds", "tcr-src", auths("v2")).data;
-            s
-        })
-        .await
-        .unwrap();
+    rotate_source(&c, auths("v2")).await;
     wait_copy(&c, "team-a", &auths("v2")).await;
     wait_copy(&c, "team-new", &auths("v2")).await;
 
     // relabelled out of scope: the copy goes
-    Api::<Namespace>::all(c.clone())
-        .patch(
-            "team-a",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"registry-access": null}}})),
-        )
-        .await
-        .unwrap();
+    envtest::label_namespace(&c, "team-a", "registry-access", None).await;
     wait_gone(&c, "team-a").await;
 
     // conflicts were reported, and the unowned secrets are byte-for-byte untouched
@@ -540,14 +529,7 @@ async fn watches_resume_after_an_api_server_restart() {
 
     create_ns(&c, "team-after", true).await;
     wait_copy(&c, "team-after", &auths("v1")).await;
-    Api::<Secret>::namespaced(c.clone(), "creds")
-        .replace("tcr-src", &PostParams::default(), &{
-            let mut s = get_secret(&c, "creds", "tcr-src").await.unwrap();
-            s.data = pull_secret("creds", "tcr-src", auths("v2")).data;
-            s
-        })
-        .await
-        .unwrap();
+    rotate_source(&c, auths("v2")).await;
     wait_copy(&c, "team-before", &auths("v2")).await;
     wait_copy(&c, "team-after", &auths("v2")).await;
     eventually(WAIT, "the webhook's cache sees team-after's copy", || {

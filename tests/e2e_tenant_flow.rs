@@ -27,14 +27,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine;
 use envtest::{Envtest, eventually};
 use install::{FULLNAME, Install, RELEASE_NS};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -86,24 +84,7 @@ fn values(extra: Value) -> Value {
 /// The credentials namespace with the source Secret (a TCR robot account).
 async fn create_source(c: &Client) {
     envtest::create_namespace(c, CREDS_NS, None).await;
-    let auth = base64::engine::general_purpose::STANDARD.encode("tcr$robot:s3cr3t");
-    let config = json!({"auths": {REGISTRY: {"auth": auth}}});
-    let source = Secret {
-        metadata: ObjectMeta {
-            name: Some(SOURCE.into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(
-            ".dockerconfigjson".to_string(),
-            ByteString(config.to_string().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(c.clone(), CREDS_NS)
-        .create(&PostParams::default(), &source)
-        .await
-        .expect("create source secret");
+    envtest::create_pull_secret(c, CREDS_NS, SOURCE, REGISTRY, "tcr$robot:s3cr3t").await;
 }
 
 /// The chart installed with `values`; with `foreign_lease` another replica holds the sync
@@ -635,14 +616,7 @@ async fn service_accounts_option_appends_our_secret_and_keeps_the_tenants() {
     )
     .await
     .unwrap();
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone())
-        .patch(
-            ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"registry-access": "tcr"}}})),
-        )
-        .await
-        .unwrap();
+    envtest::label_namespace(&c, ns, "registry-access", Some("tcr")).await;
 
     let want = ["own-secret", "mirror", SECRET];
     eventually(WAIT, "default SA gets tcr-pull appended", || async {

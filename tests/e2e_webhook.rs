@@ -76,23 +76,14 @@ async fn install_with(env: &Envtest, values: &serde_json::Value, passive: bool) 
     if passive {
         envtest::hold_sync_lease_elsewhere(c, RELEASE_NS).await;
     }
-    let auths = json!({"auths": {"ghcr.io": {"auth": base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t")}}});
-    let source = Secret {
-        metadata: ObjectMeta {
-            name: Some("ghcr-acme-source".into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(
-            ".dockerconfigjson".to_string(),
-            ByteString(auths.to_string().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(c.clone(), "registry-creds")
-        .create(&PostParams::default(), &source)
-        .await
-        .unwrap();
+    envtest::create_pull_secret(
+        c,
+        "registry-creds",
+        "ghcr-acme-source",
+        "ghcr.io",
+        "robot:s3cr3t",
+    )
+    .await;
     Install::new(env, values, &["--identity", "replica-a"]).await
 }
 

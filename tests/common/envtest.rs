@@ -133,34 +133,36 @@ pub fn assets() -> Option<PathBuf> {
 
 /// A kubeconfig for `server` authenticating with a client certificate.
 pub fn kubeconfig(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Kubeconfig {
-    Kubeconfig::from_yaml(&kubeconfig_yaml(server, ca_pem, cert_pem, key_pem)).expect("kubeconfig")
+    Kubeconfig::from_yaml(&cert_kubeconfig_text(server, ca_pem, cert_pem, key_pem))
+        .expect("kubeconfig")
 }
 
-fn kubeconfig_yaml(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+fn cert_kubeconfig_text(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    format!(
-        r#"apiVersion: v1
-kind: Config
-clusters:
-- name: envtest
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: user
-  user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
-- name: envtest
-  context: {{cluster: envtest, user: user}}
-current-context: envtest
-"#,
-        ca = b64(ca_pem),
-        cert = b64(cert_pem),
-        key = b64(key_pem),
+    kubeconfig_text(
+        server,
+        ca_pem,
+        serde_json::json!({"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}),
     )
+}
+
+/// A kubeconfig (JSON, which is YAML) for `server` trusting `ca_pem`, authenticating with
+/// `user` (the fields of `users[].user`: a client certificate, or a `token`).
+fn kubeconfig_text(server: &str, ca_pem: &str, user: serde_json::Value) -> String {
+    use base64::Engine;
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "envtest", "cluster": {
+            "server": server,
+            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem)
+        }}],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [{"name": "envtest", "context": {"cluster": "envtest", "user": "user"}}],
+        "current-context": "envtest"
+    })
+    .to_string()
 }
 
 pub async fn client_from(kc: &Kubeconfig) -> Client {
@@ -387,12 +389,12 @@ async fn start_once(assets: &Path) -> Result<Envtest, String> {
     let kubeconfig_path = p("admin.kubeconfig");
     std::fs::write(
         &kubeconfig_path,
-        kubeconfig_yaml(&server, &bundle.ca_pem, &admin_cert, &admin_key),
+        cert_kubeconfig_text(&server, &bundle.ca_pem, &admin_cert, &admin_key),
     )
     .expect("write kubeconfig");
     std::fs::write(
         p("kcm.kubeconfig"),
-        kubeconfig_yaml(&server, &bundle.ca_pem, &kcm_cert, &kcm_key),
+        cert_kubeconfig_text(&server, &bundle.ca_pem, &kcm_cert, &kcm_key),
     )
     .expect("write kubeconfig");
     let kubeconfig = kubeconfig(&server, &bundle.ca_pem, &admin_cert, &admin_key);
@@ -542,7 +544,6 @@ impl Envtest {
     /// token from the TokenRequest API (as a Pod's projected token would), for running our
     /// binary with exactly the permissions the chart grants it.
     pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
-        use base64::Engine;
         use k8s_openapi::api::authentication::v1::TokenRequest;
         let req: TokenRequest =
             serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))
@@ -554,31 +555,59 @@ impl Envtest {
             .status
             .and_then(|s| s.token)
             .expect("token in the TokenRequest status");
-        let yaml = format!(
-            r#"apiVersion: v1
-kind: Config
-clusters:
-- name: envtest
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: sa
-  user:
-    token: {token}
-contexts:
-- name: envtest
-  context: {{cluster: envtest, user: sa}}
-current-context: envtest
-"#,
-            server = self.server,
-            ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
+        let text = kubeconfig_text(
+            &self.server,
+            &self.ca_pem,
+            serde_json::json!({ "token": token }),
         );
         let path = self
             .dir
             .path()
             .join(format!("sa-{namespace}-{name}.kubeconfig"));
-        std::fs::write(&path, yaml).expect("write kubeconfig");
+        std::fs::write(&path, text).expect("write kubeconfig");
         path
     }
+}
+
+/// Creates the `kubernetes.io/dockerconfigjson` Secret `namespace/name` that
+/// `kubectl create secret docker-registry --docker-server=REGISTRY` makes, with
+/// `user_password` (`user:password`) as the credentials.
+pub async fn create_pull_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    registry: &str,
+    user_password: &str,
+) -> k8s_openapi::api::core::v1::Secret {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(user_password);
+    let config = serde_json::json!({"auths": {registry: {"auth": auth}}});
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(std::collections::BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            k8s_openapi::ByteString(config.to_string().into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    Api::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("create pull secret {namespace}/{name}: {e}"))
+}
+
+/// Sets (or, with `None`, removes) label `key` on namespace `name`.
+pub async fn label_namespace(client: &Client, name: &str, key: &str, value: Option<&str>) {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {key: value}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("label namespace {name}: {e}"));
 }

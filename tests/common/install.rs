@@ -199,16 +199,22 @@ impl Install {
         self.server.as_ref().expect("the webhook is running")
     }
 
-    /// Total admission requests the process has answered on `endpoint` (`mutate` or
-    /// `validate`), from its own metrics.
-    pub async fn requests(&self, endpoint: &str) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.server().metrics_addr))
+    /// The running process's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.server().metrics_addr))
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
-        text.lines()
+            .expect("metrics text")
+    }
+
+    /// Total admission requests the process has answered on `endpoint` (`mutate` or
+    /// `validate`), from its own metrics.
+    pub async fn requests(&self, endpoint: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
             .filter(|l| {
                 l.starts_with("pullsecret_injector_admission_requests_total{")
                     && l.contains(&format!("endpoint=\"{endpoint}\""))
