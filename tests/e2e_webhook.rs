@@ -17,8 +17,8 @@ use envtest::Envtest;
 use install::{Install, RELEASE_NS};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DynamicObject, ObjectMeta, PostParams};
-use kube::discovery::{Discovery, Scope};
+use kube::api::{ObjectMeta, PostParams};
+use kube::discovery::Discovery;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -213,28 +213,10 @@ async fn chart_objects_are_accepted_by_the_api_server() {
         "overrides": [{"namespaces": ["sandbox-*"], "mode": "warn", "allow": ["*"]}]
     }});
     let docs = support::render_chart(&policy);
-    create_namespace(&env.client, "pullsecret-injector").await;
+    create_namespace(&env.client, RELEASE_NS).await;
     let discovery = Discovery::new(env.client.clone()).run().await.unwrap();
-    for doc in docs {
-        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        let tm = obj.types.clone().unwrap();
-        let (group, version) = tm
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", &tm.api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &tm.kind);
-        let (ar, caps) = discovery
-            .resolve_gvk(&gvk)
-            .unwrap_or_else(|| panic!("unknown kind {gvk:?}"));
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                Api::namespaced_with(env.client.clone(), "pullsecret-injector", &ar)
-            }
-            Scope::Cluster => Api::all_with(env.client.clone(), &ar),
-        };
-        api.create(&PostParams::default(), &obj)
-            .await
-            .unwrap_or_else(|e| panic!("{} {:?} rejected: {e}", tm.kind, obj.metadata.name));
+    for doc in &docs {
+        install::create_object(&env.client, &discovery, RELEASE_NS, doc).await;
     }
 }
 
