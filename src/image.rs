@@ -79,11 +79,20 @@ pub enum ImageError {
 }
 
 /// Splits `host[:port]`, understanding bracketed IPv6 hosts.
+///
+/// A bracketed host ends at its `]`, which must end the domain or be followed by `:`.
+/// Anything else (`[::1].evil.com`, `[::1]5000`) is returned whole as the host, so that
+/// validation rejects it: dropping the rest would let `[::1].evil.com` pass as `[::1]`.
 pub fn split_host_port(domain: &str) -> (&str, Option<&str>) {
     if domain.starts_with('[') {
         if let Some(end) = domain.find(']') {
             let (h, rest) = domain.split_at(end + 1);
-            return (h, rest.strip_prefix(':'));
+            if rest.is_empty() {
+                return (h, None);
+            }
+            if let Some(port) = rest.strip_prefix(':') {
+                return (h, Some(port));
+            }
         }
         return (domain, None);
     }
@@ -93,12 +102,19 @@ pub fn split_host_port(domain: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The longest normalised repository path `distribution/reference` accepts.
+const NAME_MAX: usize = 255;
+
 /// Parses and normalises an image reference exactly like `ParseNormalizedNamed`.
 ///
-/// One deliberate difference: an upper-case first component (`Myuser/app`) is parsed by
-/// current `distribution/reference` as a registry host, but older kubelets parsed it as a
-/// Docker Hub name and then failed. Since the answer depends on the node's version, it is
-/// reported as ambiguous instead of guessed.
+/// Two deliberate differences, both rejecting what upstream accepts:
+/// - an upper-case first component (`Myuser/app`) is parsed by current
+///   `distribution/reference` as a registry host, but older kubelets parsed it as a Docker
+///   Hub name and then failed. Since the answer depends on the node's version, it is
+///   reported as ambiguous instead of guessed.
+/// - a first component that looks like a host (has a `.` or `:`) but is not a valid one
+///   (`my_reg.io/app`) makes upstream fall back to a reference with *no* registry at all,
+///   which no registry pattern can sensibly match; it is reported as an invalid host.
 pub fn parse(input: &str) -> Result<ImageRef, ImageError> {
     if input.is_empty() {
         return Err(ImageError::Empty);
@@ -106,104 +122,129 @@ pub fn parse(input: &str) -> Result<ImageRef, ImageError> {
     if input.trim() != input {
         return Err(ImageError::Whitespace);
     }
-    if input.len() == 64
-        && input
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if is_identifier(input) {
         return Err(ImageError::HexOnly);
     }
 
-    // Split off the digest first: '@' cannot occur elsewhere in a valid reference.
-    let (name_tag, digest) = match input.split_once('@') {
-        Some((n, d)) => (n, Some(parse_digest(d)?)),
-        None => (input, None),
-    };
-
-    // Domain detection happens on the first '/'-separated component, before the tag is
-    // split off, exactly as `splitDockerDomain` does.
-    let (domain, remainder) = match name_tag.split_once('/') {
-        None => ("docker.io", name_tag),
+    // `splitDockerDomain`: the first '/'-separated component of the whole input decides,
+    // before the tag or digest is split off, and a single component is always Docker Hub
+    // (so `localhost:5000` is `library/localhost` with tag `5000`).
+    let (domain, remainder) = match input.split_once('/') {
+        None => ("docker.io", input),
         Some((first, rest)) => {
-            if first == "localhost" || first.contains('.') || first.contains(':') {
-                (
-                    if first == "index.docker.io" {
-                        "docker.io"
-                    } else {
-                        first
-                    },
-                    rest,
-                )
+            if first == "localhost" || first.contains(['.', ':']) {
+                let domain = if first == "index.docker.io" {
+                    "docker.io"
+                } else {
+                    first
+                };
+                (domain, rest)
             } else if first.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Err(ImageError::AmbiguousDomain(first.to_string()));
             } else {
-                ("docker.io", name_tag)
+                ("docker.io", input)
             }
         }
     };
 
-    // The tag is after the last ':' of the remainder (the remainder has no port).
-    let (repo, tag) = match remainder.rsplit_once(':') {
-        Some((r, t)) => (r, Some(t)),
-        None => (remainder, None),
-    };
-    if let Some(t) = tag {
-        validate_tag(t)?;
-    }
-    if repo.bytes().any(|b| b.is_ascii_uppercase()) {
+    // Upstream checks case on everything up to the first ':' before the grammar, so that
+    // `ghcr.io/Org/app` says "must be lowercase" rather than "invalid format".
+    let remote = remainder.split_once(':').map_or(remainder, |(r, _)| r);
+    if remote.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(ImageError::Uppercase);
     }
     validate_domain(domain)?;
-    for component in repo.split('/') {
-        validate_component(component)?;
-    }
-    if repo.len() > 255 {
-        return Err(ImageError::NameTooLong);
-    }
+    let (repo, tag, digest) = parse_remote(remainder)?;
 
     let path = if domain == "docker.io" && !repo.contains('/') {
         format!("library/{repo}")
     } else {
         repo.to_string()
     };
+    // The limit applies to the path `Parse` sees, i.e. after `library/` was added.
+    if path.len() > NAME_MAX {
+        return Err(ImageError::NameTooLong);
+    }
     Ok(ImageRef {
         domain: domain.to_string(),
         path,
         tag: tag.map(str::to_string),
-        digest,
+        digest: digest.map(str::to_string),
     })
 }
 
-fn validate_domain(domain: &str) -> Result<(), ImageError> {
-    let bad = || ImageError::InvalidDomain(domain.to_string());
-    let (host, port) = split_host_port(domain);
-    if let Some(p) = port
-        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(bad());
-    }
-    if let Some(inner) = host.strip_prefix('[') {
-        let inner = inner.strip_suffix(']').ok_or_else(bad)?;
-        // Zone ids are not allowed by the grammar; the address itself must be IPv6.
-        return match inner.parse::<std::net::Ipv6Addr>() {
-            Ok(_) => Ok(()),
-            Err(_) => Err(bad()),
-        };
-    }
-    if host.is_empty() {
-        return Err(bad());
-    }
-    for label in host.split('.') {
-        let b = label.as_bytes();
-        let ok = !b.is_empty()
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
-        if !ok {
-            return Err(bad());
+/// `identifier`: exactly 64 lower-case hex characters, which `ParseNormalizedNamed`
+/// refuses so that an image id is never mistaken for a Docker Hub name.
+fn is_identifier(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `remote-name [":" tag] ["@" digest]`: the part of a reference after its domain, split
+/// into its three parts and checked against the grammar.
+fn parse_remote(s: &str) -> Result<(&str, Option<&str>, Option<&str>), ImageError> {
+    // '@' and ':' occur nowhere else here: not in a remote name, a tag or the digest's
+    // algorithm.
+    let (name_tag, digest) = match s.split_once('@') {
+        Some((n, d)) => {
+            validate_digest(d)?;
+            (n, Some(d))
         }
+        None => (s, None),
+    };
+    let (name, tag) = match name_tag.split_once(':') {
+        Some((n, t)) => {
+            validate_tag(t)?;
+            (n, Some(t))
+        }
+        None => (name_tag, None),
+    };
+    validate_remote_name(name)?;
+    Ok((name, tag, digest))
+}
+
+fn validate_domain(domain: &str) -> Result<(), ImageError> {
+    if is_domain(domain) {
+        Ok(())
+    } else {
+        Err(ImageError::InvalidDomain(domain.to_string()))
     }
-    Ok(())
+}
+
+/// `domainAndPort`: `host [":" port]` with host a domain name or a bracketed IPv6 literal.
+fn is_domain(domain: &str) -> bool {
+    let (host, port) = split_host_port(domain);
+    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && (is_ipv6_literal(host) || is_domain_name(host))
+}
+
+/// `ipv6address`: `[` then one or more hex digits and colons, then `]`.
+///
+/// This is upstream's grammar, and deliberately not `Ipv6Addr` syntax: `[1::2::3]` is
+/// accepted like the kubelet accepts it (the pull then fails to connect), while zone ids
+/// (`[fe80::1%eth0]`) and embedded IPv4 (`[::ffff:192.0.2.1]`) are rejected like upstream
+/// rejects them. Agreeing with the kubelet on *which* strings are images matters more
+/// here than agreeing with the IPv6 RFCs.
+pub(crate) fn is_ipv6_literal(host: &str) -> bool {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'))
+}
+
+/// `domain-name`: dot-separated `[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?` components.
+fn is_domain_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        })
+}
+
+/// `remote-name`: one or more '/'-separated path components.
+fn validate_remote_name(name: &str) -> Result<(), ImageError> {
+    name.split('/').try_for_each(validate_component)
 }
 
 /// `[a-z0-9]+ (separator [a-z0-9]+)*` with separators `.`, `_`, `__`, `-+`.
@@ -246,6 +287,7 @@ fn validate_component(c: &str) -> Result<(), ImageError> {
     }
 }
 
+/// `[\w][\w.-]{0,127}`.
 fn validate_tag(t: &str) -> Result<(), ImageError> {
     let b = t.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
@@ -261,7 +303,7 @@ fn validate_tag(t: &str) -> Result<(), ImageError> {
 }
 
 /// go-digest `Parse`: only registered algorithms, lower-case hex of the exact length.
-fn parse_digest(d: &str) -> Result<String, ImageError> {
+fn validate_digest(d: &str) -> Result<(), ImageError> {
     let (alg, hex) = d
         .split_once(':')
         .ok_or_else(|| ImageError::InvalidDigest(d.to_string()))?;
@@ -280,11 +322,15 @@ fn parse_digest(d: &str) -> Result<String, ImageError> {
     };
     let ok = hex.len() == want && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if ok {
-        Ok(d.to_string())
+        Ok(())
     } else {
         Err(ImageError::InvalidDigest(d.to_string()))
     }
 }
+
+/// Every vector of `distribution/reference`'s own tests, in a file of its own.
+#[cfg(test)]
+mod reference_vectors;
 
 #[cfg(test)]
 mod tests {
@@ -292,7 +338,8 @@ mod tests {
 
     const H: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    /// Vectors from `shared/reference/kubernetes.md` §1.3 (numbers in comments), plus ours.
+    /// Kubelet-facing vectors (numbered), as `ParseNormalizedNamed` answers them, plus ours.
+    /// Upstream's own test vectors are in `reference_vectors`.
     #[test]
     fn valid_vectors() {
         let h512 = H.repeat(2);
@@ -555,6 +602,58 @@ mod tests {
             parse("nginx@md5:0123456789abcdef0123456789abcdef").unwrap_err(),
             ImageError::UnsupportedDigest("md5".into())
         );
+    }
+
+    /// Anything after a bracketed host's `]` other than `:port` used to be dropped, so
+    /// `[::1].evil.com/x` had host `[::1]` and matched patterns written for `[::1]`.
+    /// `distribution/reference` rejects all of these ("invalid reference format").
+    #[test]
+    fn bracketed_host_rejects_trailing_text() {
+        for input in [
+            "[::1].evil.com/x",
+            "[::1]\x1b[31mRED\n/x",
+            "[fd00:1:2::3]75050/x",
+            "[fd00:1:2::3]::75050/x",
+            "[::1]:/x",
+            "[::1]]/x",
+            "[::1][::2]/x",
+            "[::1]a:5000/x",
+        ] {
+            assert!(
+                matches!(parse(input), Err(ImageError::InvalidDomain(_))),
+                "{input:?}: {:?}",
+                parse(input)
+            );
+        }
+    }
+
+    /// The 255-character limit applies to the normalised path, `library/` included
+    /// (`Parse` runs on `docker.io/library/<name>`).
+    #[test]
+    fn name_limit_counts_the_library_prefix() {
+        let a = |n: usize| "a".repeat(n);
+        for input in [
+            a(248),
+            format!("docker.io/{}", a(248)),
+            format!("docker.io/library/{}", a(248)),
+        ] {
+            assert_eq!(
+                parse(&input),
+                Err(ImageError::NameTooLong),
+                "{} chars",
+                input.len()
+            );
+        }
+        assert_eq!(parse(&a(247)).unwrap().path.len(), 255);
+        assert_eq!(parse(&format!("x.io/{}", a(255))).unwrap().path.len(), 255);
+    }
+
+    #[test]
+    fn split_host_port_keeps_trailing_text_in_the_host() {
+        assert_eq!(split_host_port("[::1]"), ("[::1]", None));
+        assert_eq!(split_host_port("[::1]:5000"), ("[::1]", Some("5000")));
+        assert_eq!(split_host_port("[::1].evil.com"), ("[::1].evil.com", None));
+        assert_eq!(split_host_port("[::1]junk:1"), ("[::1]junk:1", None));
     }
 
     #[test]

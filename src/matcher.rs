@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::image::{ImageRef, split_host_port};
+use crate::image::{ImageRef, is_ipv6_literal, split_host_port};
 
 /// A compiled registry pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,18 +86,15 @@ impl Pattern {
         } else {
             host
         };
-        let labels: Vec<String> = if host.starts_with('[') {
-            let inner = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .ok_or_else(|| err("unterminated IPv6 host"))?;
-            inner
-                .parse::<std::net::Ipv6Addr>()
-                .map_err(|_| err("invalid IPv6 host"))?;
-            vec![host.clone()]
-        } else {
-            host.split('.').map(str::to_string).collect()
-        };
+        // The image grammar's IPv6 literal, so that a pattern can be written for exactly
+        // the bracketed hosts images can have; `split_host_port` leaves anything after
+        // the `]` but a port in the host (`[::1]junk`), which this then rejects.
+        if host.starts_with('[') && !is_ipv6_literal(&host) {
+            return Err(err(
+                "an IPv6 host is '[' hex digits and ':' ']', optionally followed by :port",
+            ));
+        }
+        let labels: Vec<String> = host_labels(&host).map(str::to_string).collect();
         for l in &labels {
             if l.starts_with('[') {
                 continue;
@@ -159,11 +156,7 @@ impl Pattern {
             PatternKind::Any => true,
             PatternKind::Host { labels, port, path } => {
                 let host = image.host().to_ascii_lowercase();
-                let img_labels: Vec<&str> = if host.starts_with('[') {
-                    vec![host.as_str()]
-                } else {
-                    host.split('.').collect()
-                };
+                let img_labels: Vec<&str> = host_labels(&host).collect();
                 port.as_deref() == image.port()
                     && labels.len() == img_labels.len()
                     && labels.iter().zip(&img_labels).all(|(p, l)| glob(p, l))
@@ -177,6 +170,14 @@ impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
     }
+}
+
+/// A host's DNS labels; a bracketed IPv6 host is one label, as in the kubelet (which
+/// splits on '.', and IPv6 literals have none). Patterns, images and the index all use
+/// this one definition, so that they cannot disagree about how many labels a host has.
+fn host_labels(host: &str) -> impl Iterator<Item = &str> {
+    let whole = host.starts_with('[');
+    host.split(move |c| !whole && c == '.')
 }
 
 fn path_prefix_matches(prefix: &str, path: &str) -> bool {
@@ -305,8 +306,9 @@ impl<T: Clone> Matcher<T> {
         }
         // Globbed hosts: one probe per literal suffix length the index actually uses, so
         // the cost is bounded by the host's label count, not by the number of patterns.
-        if !self.wild.is_empty() && !host.starts_with('[') {
-            let n = host.split('.').count();
+        // Bracketed IPv6 hosts are probed too: they are one label, which `*` matches.
+        if !self.wild.is_empty() {
+            let n = host_labels(&host).count();
             let mut probe = WildKey {
                 suffix: String::new(),
                 labels: n,
@@ -367,7 +369,8 @@ impl Pattern {
     }
 }
 
-/// Byte offset where the last `k` labels of `host` start.
+/// Byte offset where the last `k` labels of `host` start (0 for a bracketed host, whose
+/// one label is the whole host and has no '.').
 fn nth_label_from_end(host: &str, k: usize) -> usize {
     let mut seen = 0;
     for (i, b) in host.bytes().enumerate().rev() {
@@ -402,7 +405,8 @@ mod tests {
 
     #[test]
     fn kubelet_vectors_and_our_differences() {
-        // (pattern, image, matches) — numbers refer to shared/reference §2.3
+        // (pattern, image, matches) — the kubelet keyring's behaviour (`URLsMatch` in
+        // kubernetes pkg/credentialprovider/keyring.go), numbered, plus ours
         let cases = [
             ("docker.io", "nginx", true),                     // 4
             ("index.docker.io", "nginx", true),               // written the old way
@@ -520,6 +524,39 @@ mod tests {
         assert_eq!(idx.matches(&parse("ghcr.io/x").unwrap()), vec![1, 3]);
         assert_eq!(idx.matches(&parse("nginx").unwrap()), vec![1]); // docker.io is a .io host
         assert!(idx.matches(&parse("localhost/x").unwrap()).is_empty());
+    }
+
+    /// `*` is one label, and a bracketed IPv6 host is one label too (kubelet `URLsMatch`
+    /// splits hosts on '.'), so `*:5000` matches `[::1]:5000`. The index used to skip
+    /// bracketed hosts for globbed patterns, disagreeing with `Pattern::matches`.
+    #[test]
+    fn wildcards_match_bracketed_hosts_through_the_index() {
+        assert!(m("*:5000", "[::1]:5000/x"));
+        assert!(m("*", "[::1]/x"));
+        assert!(m("*/team", "[fd00::1]/team/app"));
+        assert!(!m("*:5000", "[::1]/x"));
+        assert!(!m("*:5000", "[::1]:5001/x"));
+        assert!(!m("*.*:5000", "[::1]:5000/x"));
+        assert!(m("[FD00::1]:5000", "[fd00::1]:5000/x"));
+    }
+
+    #[test]
+    fn bracketed_patterns_reject_trailing_text() {
+        for p in [
+            "[::1]junk",
+            "[::1].evil.com",
+            "[::1]5000",
+            "[::1]::5000",
+            "[::1]:",
+            "[fe80::1%eth0]",
+            "[2001:db8::192.0.2.33]",
+            "[]",
+            "[::1]]",
+        ] {
+            assert!(Pattern::parse(p).is_err(), "{p}: {:?}", Pattern::parse(p));
+        }
+        assert!(Pattern::parse("[::1]").is_ok());
+        assert!(Pattern::parse("[::1]:5000/team").is_ok());
     }
 
     #[test]

@@ -9,13 +9,58 @@ use pullsecret_injector::image;
 use pullsecret_injector::matcher::{Matcher, Pattern};
 use serde_json::{Value, json};
 
+/// `:port` or nothing; `:5000` often, so that images and patterns share ports.
+fn port() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just(":5000".to_string()),
+        "(:[0-9]{2,5})?",
+    ]
+}
+
+/// Bracketed IPv6 hosts as the reference grammar has them: hex digits and ':' (loose forms
+/// such as `[1::2::3]` included), any case. At least one ':', because without one the first
+/// component is no registry host (`[cafe]/x` is a Docker Hub path, and invalid).
+fn ipv6_host() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("[::1]".to_string()),
+        Just("[fd00::1]".to_string()),
+        Just("[FD00::1]".to_string()),
+        "\\[[0-9a-fA-F]{0,4}:[0-9a-fA-F:]{0,10}\\]",
+    ]
+}
+
 fn domain() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("docker.io".to_string()),
         Just("ghcr.io".to_string()),
         Just("localhost:5000".to_string()),
         Just("[::1]:5000".to_string()),
+        (ipv6_host(), port()).prop_map(|(h, p)| h + &p),
         "[a-z][a-z0-9-]{0,6}[a-z0-9]\\.(io|com|example\\.com)(:[0-9]{2,5})?",
+    ]
+}
+
+/// Pattern hosts: everything `domain()` yields plus globs, alone or with a port, so that
+/// single-label globs (`*`, `*:5000`) meet bracketed IPv6 hosts.
+fn pattern_host() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_string()),
+        Just("*.io".to_string()),
+        Just("*.example.com".to_string()),
+        (
+            prop_oneof![
+                Just("*"),
+                Just("*.*"),
+                Just("*.io"),
+                Just("reg*.io"),
+                Just("*.*.example.com")
+            ],
+            port()
+        )
+            .prop_map(|(h, p)| format!("{h}{p}")),
+        "[a-z*]{1,3}(\\.[a-z*]{1,3}){0,2}(:5000)?",
+        domain(),
     ]
 }
 
@@ -68,8 +113,7 @@ proptest! {
     #[test]
     fn index_agrees_with_linear_scan(
         patterns in prop::collection::vec(
-            (prop_oneof![Just("*".to_string()), Just("*.io".to_string()), Just("*.example.com".to_string()), domain()],
-             prop::option::of(path())),
+            (pattern_host(), prop::option::of(path())),
             1..30),
         images in prop::collection::vec(reference(), 1..10),
     ) {
