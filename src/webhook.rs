@@ -47,7 +47,13 @@ impl Webhook {
             Ok(x) => x,
             Err(e) => {
                 self.count(endpoint, "", "invalid");
-                tracing::debug!(endpoint = endpoint.as_str(), error = %e, "rejected review");
+                // As a `&str` field, like every request-derived value logged here.
+                let error = e.to_string();
+                tracing::debug!(
+                    endpoint = endpoint.as_str(),
+                    error = error.as_str(),
+                    "rejected review"
+                );
                 return Err(e);
             }
         };
@@ -131,12 +137,16 @@ impl Webhook {
                 endpoint: endpoint.as_str(),
             })
             .observe(started.elapsed().as_secs_f64());
+        // Request-derived values are recorded as `&str`, never with `%`: the text format
+        // then writes them quoted and escaped (`{:?}`), so a tenant's CR/LF, ANSI escape or
+        // bidi override in `generateName` (or a caller's in `uid`) cannot forge a line;
+        // the JSON format escapes them as JSON and keeps them readable as they were.
         tracing::debug!(
-            uid = %req.uid,
+            uid = req.uid.as_str(),
             endpoint = endpoint.as_str(),
             operation = op,
             namespace = ns,
-            pod = %req.display_name(),
+            pod = &*req.display_name(),
             decision = outcome,
             injected = ?decided.plan.as_ref().map(|p| &p.add_secrets),
             warnings = v.warnings.len(),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use support::*;
 
 fn server() -> &'static Server {
+    // Never dropped; the server still exits with this test binary (see `Server::start`).
     static S: OnceLock<Server> = OnceLock::new();
     S.get_or_init(|| Server::start(CONFIG, &[]))
 }
@@ -434,4 +435,29 @@ async fn huge_pods_are_answered() {
     let p = pod(&refs);
     let (_, out) = mutate(&p, "team-a").await;
     assert_eq!(secret_names(&out), ["ghcr-acme"]);
+}
+
+/// `/mutate` refuses a pod review without a pod the way `/validate` does, rather than
+/// admitting it unpatched.
+#[tokio::test]
+async fn a_pod_review_without_an_object_is_a_bad_request() {
+    let mut null = review_for(pod(&[("a", "ghcr.io/acme/a:1")]), "team-a", "CREATE");
+    null["request"]["object"] = Value::Null;
+    let mut missing = null.clone();
+    missing["request"].as_object_mut().unwrap().remove("object");
+    for review in [null, missing] {
+        let resp = server()
+            .client()
+            .post(server().url("/mutate"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&review).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+        assert_eq!(
+            resp.text().await.unwrap(),
+            "AdmissionReview request for a Pod CREATE has no object\n"
+        );
+    }
 }

@@ -41,3 +41,34 @@ async fn clean_pods_leave_no_trace() {
         json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true})
     );
 }
+
+#[tokio::test]
+async fn offence_annotation_is_bounded_and_escaped() {
+    let server = policy_server("audit");
+    let huge = format!("evil.io/x:1{}", "\u{1b}[2J\r\n\u{202e}".repeat(100_000));
+    let mut cs = vec![("big".to_string(), huge)];
+    cs.extend((0..3000).map(|i| (format!("c{i}"), format!("evil{i}.io/x:1"))));
+    let refs: Vec<(&str, &str)> = cs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let body = post_review(
+        &server,
+        "/validate",
+        &review_for(pod(&refs), "team-a", "CREATE"),
+    )
+    .await;
+    let r = &body["response"];
+    assert_eq!(r["allowed"], true);
+    let a = &r["auditAnnotations"];
+    // The count is the whole count; only the text is capped.
+    assert_eq!(a["policy-offence-count"], "3001");
+    let text = a["policy-offences"].as_str().unwrap();
+    assert!(text.len() <= 12 * 1024, "{} bytes", text.len());
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{text:?}"
+    );
+    assert!(
+        text.starts_with(r#"container "big" image "evil.io/x:1\u{1b}[2J"#),
+        "{text}"
+    );
+    assert!(text.ends_with("; ... and 2991 more offences"), "{text}");
+}

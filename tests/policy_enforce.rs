@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use support::*;
 
 fn server() -> &'static Server {
+    // Never dropped; the server still exits with this test binary (see `Server::start`).
     static S: OnceLock<Server> = OnceLock::new();
     S.get_or_init(|| policy_server("enforce"))
 }
@@ -274,4 +275,104 @@ spec: {containers: [{name: c, image: "docker.io/evilcorp/x", imagePullPolicy: Al
             )
         );
     }
+}
+
+/// Longest denial text the README promises, whatever the pod holds.
+const MESSAGE_BOUND: usize = 12 * 1024;
+
+/// The containers of a pod built to blow up a denial: one image of megabytes of control
+/// characters (each escapes to several) first, then thousands of rejected registries.
+fn hostile_pod(rejected: usize) -> Value {
+    let huge = format!("evil.io/x:1{}", "\u{1b}[2J\r\n\u{202e}".repeat(100_000));
+    let mut cs = vec![("big".to_string(), huge)];
+    cs.extend((0..rejected).map(|i| (format!("c{i}"), format!("evil{i}.io/x:1"))));
+    let refs: Vec<(&str, &str)> = cs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    pod(&refs)
+}
+
+#[tokio::test]
+async fn denial_of_a_huge_pod_is_bounded_and_escaped() {
+    let r = validate(&review_for(hostile_pod(5000), "team-a", "CREATE")).await;
+    assert_eq!(r["allowed"], false);
+    let msg = r["status"]["message"].as_str().unwrap();
+    assert!(msg.len() <= MESSAGE_BOUND, "{} bytes", msg.len());
+    assert!(
+        !msg.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "raw control characters in {msg:?}"
+    );
+    // The huge image is shown escaped and shortened, never cut inside an escape.
+    assert!(
+        msg.starts_with(r#"container "big" image "evil.io/x:1\u{1b}[2J\r\n\u{202e}\u{1b}[2J"#),
+        "{msg}"
+    );
+    assert!(msg.contains("…\""), "{msg}");
+    // The offences after it read as before, up to the cap; the rest are counted.
+    assert!(
+        msg.contains(
+            r#"; container "c0" image "evil0.io/x:1" (registry evil0.io) is not in policy.allow; "#
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains(r#"container "c8" image"#), "{msg}");
+    assert!(!msg.contains(r#"container "c9" image"#), "{msg}");
+    assert!(msg.ends_with("; ... and 4991 more offences"), "{msg}");
+}
+
+#[tokio::test]
+async fn ten_offences_are_all_named_and_eleven_are_summarised() {
+    let names: Vec<(String, String)> = (0..11)
+        .map(|i| (format!("c{i}"), format!("evil{i}.io/x:1")))
+        .collect();
+    let line = |i: usize| {
+        format!(
+            r#"container "c{i}" image "evil{i}.io/x:1" (registry evil{i}.io) is not in policy.allow"#
+        )
+    };
+    for n in [10, 11] {
+        let refs: Vec<(&str, &str)> = names[..n]
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let r = validate(&review_for(pod(&refs), "team-a", "CREATE")).await;
+        let mut want: Vec<String> = (0..10).map(line).collect();
+        if n == 11 {
+            want.push("... and 1 more offences".into());
+        }
+        denied_with(&r, &want.join("; "));
+    }
+}
+
+/// A Pod CREATE without a pod is not a review the API server sends; admitting it would
+/// fail open, so it is a bad request like every other malformed review.
+#[tokio::test]
+async fn a_pod_review_without_an_object_is_a_bad_request() {
+    let c = server().client();
+    for endpoint in ["/validate", "/mutate"] {
+        for operation in ["CREATE", "UPDATE"] {
+            let mut null = review_for(pod(&[("app", "evil.io/x:1")]), "team-a", operation);
+            null["request"]["object"] = Value::Null;
+            let mut missing = null.clone();
+            missing["request"].as_object_mut().unwrap().remove("object");
+            for review in [null, missing] {
+                let resp = c
+                    .post(server().url(endpoint))
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&review).unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap();
+                assert_eq!(status, 400, "{endpoint} {operation}: {text}");
+                assert_eq!(
+                    text,
+                    format!("AdmissionReview request for a Pod {operation} has no object\n")
+                );
+            }
+        }
+    }
+    // A DELETE carries no object (only oldObject) and is answered as before.
+    let mut delete = review_for(Value::Null, "team-a", "DELETE");
+    delete["request"]["oldObject"] = pod(&[("app", "evil.io/x:1")]);
+    assert_eq!(validate(&delete).await["allowed"], true);
 }

@@ -4,6 +4,7 @@
 pub mod mutate;
 pub mod pod;
 pub mod request;
+pub mod text;
 pub mod validate;
 pub mod warnings;
 

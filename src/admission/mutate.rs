@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::pod::{PodDoc, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
+use super::text;
 use crate::config::{Config, PullScope};
 use crate::image::{self, ImageRef};
 
@@ -125,10 +126,12 @@ fn wants_always(cfg: &Config, matched: &[usize]) -> bool {
 }
 
 fn invalid_image_warning(site: &Site, err: &image::ImageError) -> String {
+    // Bounded before `warnings::shape` shortens it: the image may be megabytes.
     format!(
-        "{} image {:?} is not a valid image reference ({err}); no pull secret injected",
+        "{} image {} is not a valid image reference ({}); no pull secret injected",
         site.describe(),
-        site.image
+        text::quote(site.image),
+        text::clip(&err.to_string(), text::FIELD_MAX)
     )
 }
 

@@ -76,8 +76,9 @@ impl Site<'_> {
         }
     }
 
+    /// `container "app"`; the name escaped and bounded, since it is the tenant's.
     pub fn describe(&self) -> String {
-        format!("{} {:?}", self.kind.noun(), self.name)
+        format!("{} {}", self.kind.noun(), super::text::quote(self.name))
     }
 }
 

@@ -182,6 +182,8 @@ pub enum ReviewError {
     NoRequest,
     #[error("AdmissionReview request has an empty uid")]
     NoUid,
+    #[error("AdmissionReview request for a Pod {0} has no object")]
+    NoObject(&'static str),
 }
 
 /// Parses a review; v1beta1 is accepted and answered in kind (same shape, and the API
@@ -209,6 +211,15 @@ pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), Revie
     let req = request.ok_or(ReviewError::NoRequest)?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
+    }
+    // The API server always sends the object of a CREATE or UPDATE (only DELETE has none).
+    // Without one there is nothing to judge, and answering "allowed" would fail open.
+    // `null` reads as `None` too.
+    if req.is_core_pod()
+        && matches!(req.operation, Operation::Create | Operation::Update)
+        && req.object.is_none()
+    {
+        return Err(ReviewError::NoObject(req.operation.as_str()));
     }
     Ok((api_version, req))
 }
@@ -284,4 +295,38 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
         },
     };
     serde_json::to_vec(&out).expect("response always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(kind: &str, operation: &str, object: Option<&str>) -> String {
+        let resource = format!("{}s", kind.to_lowercase());
+        let object = object
+            .map(|o| format!(r#","object":{o}"#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"{kind}"}},"resource":{{"group":"","version":"v1","resource":"{resource}"}},"operation":"{operation}"{object}}}}}"#
+        )
+    }
+
+    #[test]
+    fn pod_writes_must_carry_an_object() {
+        use ReviewError::NoObject;
+        let cases: &[(&str, &str, Option<&str>, Option<ReviewError>)] = &[
+            ("Pod", "CREATE", None, Some(NoObject("CREATE"))),
+            ("Pod", "CREATE", Some("null"), Some(NoObject("CREATE"))),
+            ("Pod", "UPDATE", Some("null"), Some(NoObject("UPDATE"))),
+            ("Pod", "CREATE", Some("{}"), None),
+            ("Pod", "DELETE", None, None),
+            ("Pod", "CONNECT", Some("null"), None),
+            ("ConfigMap", "CREATE", None, None),
+        ];
+        for (kind, op, object, want) in cases {
+            let body = review(kind, op, *object);
+            let got = parse_review(body.as_bytes()).err();
+            assert_eq!(&got, want, "{kind} {op} {object:?}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use super::mutate::{NamespaceFacts, entries_for, missing_secret_warnings, new_ephemeral_sites};
 use super::pod::{PodDoc, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
+use super::text;
 use crate::config::{Config, PolicyMode, PullScope, Rules};
 use crate::image;
 
@@ -25,39 +26,39 @@ fn judge_site(
     facts: &NamespaceFacts,
     out: &mut Vec<Offence>,
 ) {
+    // Everything the tenant wrote is escaped and bounded (see `text`); the image is
+    // quoted in long messages and bare in the short ones, as before.
     let who = site.describe();
+    let quoted = text::quote(site.image);
+    let bare = || text::escape(site.image, text::FIELD_MAX);
     let img = match image::parse(site.image) {
         Ok(i) => i,
         Err(e) => {
+            // The parser's detail can quote the offending part of the image.
+            let why = text::clip(&e.to_string(), text::FIELD_MAX);
             out.push(Offence {
-                long: format!(
-                    "{who} image {:?} is not a valid image reference: {e}",
-                    site.image
-                ),
-                short: format!("{who}: invalid image {:?}", site.image),
+                long: format!("{who} image {quoted} is not a valid image reference: {why}"),
+                short: format!("{who}: invalid image {quoted}"),
             });
             return;
         }
     };
-    let registry = &img.domain;
+    let registry = text::escape(&img.domain, text::FIELD_MAX);
     if let Some((p, _)) = rules.deny.first_match(&img) {
+        let pattern = p.as_str();
         out.push(Offence {
             long: format!(
-                "{who} image {:?} (registry {registry}) is denied by policy.deny pattern {:?}",
-                site.image,
-                p.as_str()
+                "{who} image {quoted} (registry {registry}) is denied by policy.deny pattern {}",
+                text::quote(pattern)
             ),
-            short: format!("{who}: {} denied by policy ({})", site.image, p.as_str()),
+            short: format!("{who}: {} denied by policy ({pattern})", bare()),
         });
     } else if let Some(allow) = &rules.allow
         && allow.first_match(&img).is_none()
     {
         out.push(Offence {
-            long: format!(
-                "{who} image {:?} (registry {registry}) is not in policy.allow",
-                site.image
-            ),
-            short: format!("{who}: {} not in policy.allow", site.image),
+            long: format!("{who} image {quoted} (registry {registry}) is not in policy.allow"),
+            short: format!("{who}: {} not in policy.allow", bare()),
         });
     }
     let needs_always = match rules.require_always_pull {
@@ -79,10 +80,10 @@ fn judge_site(
         };
         out.push(Offence {
             long: format!(
-                "{who} image {:?} (registry {registry}) must have {field} Always (policy.requireAlwaysPull: {scope}), has {:?}",
-                site.image, policy
+                "{who} image {quoted} (registry {registry}) must have {field} Always (policy.requireAlwaysPull: {scope}), has {}",
+                text::quote(policy)
             ),
-            short: format!("{who}: {} must use {field} Always", site.image),
+            short: format!("{who}: {} must use {field} Always", bare()),
         });
     }
 }
@@ -110,9 +111,11 @@ pub fn offences(
         None => return (Some(rules.mode), Vec::new(), Vec::new()),
         Some(Ok(p)) => p,
         Some(Err(e)) => {
+            // The parser's detail can quote the object.
+            let why = text::clip(&e.to_string(), text::FIELD_MAX);
             let o = Offence {
-                long: format!("the pod could not be read: {e}"),
-                short: format!("unreadable pod: {e}"),
+                long: format!("the pod could not be read: {why}"),
+                short: format!("unreadable pod: {why}"),
             };
             return (Some(rules.mode), vec![o], Vec::new());
         }
@@ -143,6 +146,12 @@ pub fn offences(
     (Some(rules.mode), out, notes)
 }
 
+/// The denial message or audit annotation: the first offences in full, the rest counted,
+/// so a pod of thousands of containers cannot make a response of megabytes.
+fn summary(offences: &[Offence]) -> String {
+    text::join_capped(offences.iter().map(|o| o.long.as_str()))
+}
+
 /// Returns the verdict and the number of offences found (whatever the mode did with them).
 pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) -> (Verdict, usize) {
     let (mode, offences, notes) = offences(req, cfg, facts);
@@ -150,15 +159,13 @@ pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) ->
     let mut warnings: Vec<String> = notes;
     match mode {
         Some(PolicyMode::Enforce) if !offences.is_empty() => {
-            let msg: Vec<&str> = offences.iter().map(|o| o.long.as_str()).collect();
             v.allowed = false;
-            v.denial = Some(msg.join("; "));
+            v.denial = Some(summary(&offences));
         }
         Some(PolicyMode::Warn) => warnings.extend(offences.iter().map(|o| o.short.clone())),
         Some(PolicyMode::Audit) if !offences.is_empty() => {
-            let msg: Vec<&str> = offences.iter().map(|o| o.long.as_str()).collect();
             v.audit_annotations
-                .insert("policy-offences".into(), msg.join("; "));
+                .insert("policy-offences".into(), summary(&offences));
             v.audit_annotations
                 .insert("policy-offence-count".into(), offences.len().to_string());
         }
@@ -166,4 +173,56 @@ pub fn validate(req: &AdmissionRequest, cfg: &Config, facts: &NamespaceFacts) ->
     }
     v.warnings = warnings;
     (v, offences.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The longest registry host the parser accepts: three 63-character labels and ours.
+    fn long_host() -> String {
+        format!("{}.tencentcloudcr.com", vec!["a".repeat(63); 3].join("."))
+    }
+
+    fn denial(containers: serde_json::Value) -> String {
+        let host = long_host();
+        let cfg = format!(
+            "registries: [{{name: r, match: [{host}], secret: s}}]\n\
+             policy: {{mode: enforce, allow: [{host}], deny: [{host}/evil], requireAlwaysPull: private}}\n"
+        );
+        let cfg = Config::parse(&cfg, "t.yaml").unwrap();
+        let body = serde_json::json!({
+            "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "ns", "operation": "CREATE",
+            "object": {"spec": {"containers": containers}},
+        })
+        .to_string();
+        let req: AdmissionRequest = serde_json::from_str(&body).unwrap();
+        let (v, _) = validate(&req, &cfg, &NamespaceFacts::default());
+        v.denial.unwrap()
+    }
+
+    /// The README's bound holds for the longest offences there are: two per container
+    /// (denied, and not pulled Always), every tenant string at its cap in 3-byte
+    /// characters, the longest registry host the parser accepts.
+    #[test]
+    fn the_longest_denial_stays_under_12_kib() {
+        let wide = "中".repeat(200);
+        let host = long_host();
+        let containers: Vec<_> = (0..40)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("{wide}{i}"),
+                    "image": format!("{host}/evil/{}:1", "x".repeat(150)),
+                    "imagePullPolicy": wide,
+                })
+            })
+            .collect();
+        let msg = denial(serde_json::Value::Array(containers));
+        assert!(msg.len() <= 12 * 1024, "{} bytes: {msg}", msg.len());
+        assert!(msg.contains("denied by policy.deny"), "{msg}");
+        assert!(msg.contains("must have imagePullPolicy Always"), "{msg}");
+        assert!(msg.ends_with("; ... and 70 more offences"), "{msg}");
+    }
 }
