@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTPS admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file: prints `ok`, or `FILE:LINE:COL: reason` and exits 1.
     Check {
         #[arg(long)]
@@ -106,7 +106,10 @@ pub struct ServeArgs {
     pub tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Where a generated self-signed CA and certificate are written when no --tls-cert is given.
+    /// Where a generated self-signed CA certificate and serving certificate are written when
+    /// no --tls-cert is given (default: a fresh `pullsecret-injector-<pid>` folder in the
+    /// system temp directory, removed on exit). The CA's private key is never written; the
+    /// serving key (tls.key) is removed on exit.
     #[arg(long)]
     pub self_signed_dir: Option<PathBuf>,
     /// Require client certificates signed by this CA (only the API server may call).
@@ -135,6 +138,22 @@ pub struct ServeArgs {
     /// Seconds the webhook may spend creating a missing pull secret before admitting a pod.
     #[arg(long, default_value_t = 2.0)]
     pub ensure_timeout: f64,
+    /// Seconds a whole request (body included) may take before it is answered 408.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Seconds a connection may stay open with no request in flight (after the TLS
+    /// handshake, between keep-alive requests, idle HTTP/2).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// Connections served at once; more wait in the listen backlog. Lowered to what the
+    /// open-file limit allows (the soft limit is first raised to the hard one).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Shut down (as on SIGTERM) when stdin reaches end-of-file. For test harnesses: the
+    /// parent holds the write end, and the kernel closes it however the parent ends (even
+    /// SIGKILL or a `static` that is never dropped), so the server cannot outlive it.
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_eof: bool,
 }
 
 pub fn init_tracing(format: LogFormat) {
@@ -168,7 +187,7 @@ fn load_config(path: &Path) -> Result<Config> {
 /// Runs a sub-command, returning the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Serve(args) => serve(args).await.map(|_| 0),
+        Command::Serve(args) => serve(*args).await.map(|_| 0),
         Command::Check { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("ok");
@@ -276,32 +295,198 @@ fn write_bundle(dir: &Path, b: &certs::Bundle) -> Result<()> {
         ("tls.crt", &b.cert_pem, false),
         ("tls.key", &b.key_pem, true),
     ] {
-        let p = dir.join(name);
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-        }
-        #[cfg(not(unix))]
-        let _ = private;
+        write_file(&dir.join(name), text, private)?;
     }
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// Writes `text` to `path`; a private file is readable by its owner only from the moment it
+/// exists, so a key is never briefly world-readable between write and chmod.
+fn write_file(path: &Path, text: &str, private: bool) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` only applies to a new file: tighten an existing one (already truncated, so
+    // its old content is gone) before the key goes in.
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The certificate `serve` generates for itself when no `--tls-cert` is given. Dropping it
+/// (whenever `serve` returns: clean shutdown or error) removes the key material again, so
+/// a stopped server leaves no usable key behind.
+struct SelfSigned {
+    dir: PathBuf,
+    /// We created `dir` in the temp directory: nothing in it is anyone else's, remove it all.
+    /// Otherwise it is the user's `--self-signed-dir`: remove only the key, and keep the
+    /// public certificates (harmless, and a user who chose the folder may still refer to them).
+    owned_dir: bool,
+}
+
+impl SelfSigned {
+    /// Generates a CA and a serving certificate for localhost and the in-cluster names and
+    /// writes `ca.crt`, `tls.crt` and `tls.key`. The CA's private key is not written at all:
+    /// the server never signs anything, and the `certs` command exists for a lasting CA.
+    fn create(dir: Option<&Path>) -> Result<SelfSigned> {
+        let b = certs::generate(
+            &certs::service_names("pullsecret-injector", "pullsecret-injector"),
+            30,
+        )?;
+        let this = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                SelfSigned {
+                    dir: d.to_path_buf(),
+                    owned_dir: false,
+                }
+            }
+            None => SelfSigned {
+                dir: create_private_temp_dir()?,
+                owned_dir: true,
+            },
+        };
+        // From here on `this` cleans up whatever part was written if a later write fails.
+        write_file(&this.ca_path(), &b.ca_pem, false)?;
+        write_file(&this.cert_path(), &b.cert_pem, false)?;
+        write_file(&this.key_path(), &b.key_pem, true)?;
+        Ok(this)
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    fn cert_path(&self) -> PathBuf {
+        self.dir.join("tls.crt")
+    }
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("tls.key")
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let result = if self.owned_dir {
+            std::fs::remove_dir_all(&self.dir)
+        } else {
+            std::fs::remove_file(self.key_path())
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), "removed the generated key material")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the generated key material")
+            }
+        }
+    }
+}
+
+/// Creates a new, owner-only `pullsecret-injector-<pid>` folder in the temp directory. The
+/// name is predictable and the temp directory shared, so an existing folder (left by a
+/// crashed run with the same pid, or planted by another user) is never reused: its owner
+/// could read the key we would put in it. A numbered sibling is created instead.
+fn create_private_temp_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    for n in 0..100u32 {
+        let name = match n {
+            0 => format!("pullsecret-injector-{pid}"),
+            _ => format!("pullsecret-injector-{pid}-{n}"),
+        };
+        let path = base.join(name);
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        match builder.create(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    bail!(
+        "cannot create a fresh pullsecret-injector-{pid} folder in {}; pass --self-signed-dir",
+        base.display()
+    )
+}
+
+/// Resolves on SIGTERM or Ctrl-C, or, with `--exit-on-stdin-eof`, when stdin closes.
+/// Returns what triggered it, for the log.
+async fn shutdown_signal(exit_on_stdin_eof: bool) -> &'static str {
+    let stdin_closed = async move {
+        if !exit_on_stdin_eof {
+            return std::future::pending().await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // A plain thread, not tokio's stdin: a blocking read can't be cancelled, and tokio
+        // would wait for it at runtime shutdown. The thread ends with the process.
+        let spawned = std::thread::Builder::new()
+            .name("stdin-eof".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = [0u8; 512];
+                loop {
+                    match stdin.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // An unreadable stdin means the parent is gone just the same.
+                        Err(_) => break,
+                    }
+                }
+                let _ = tx.send(());
+            });
+        if let Err(e) = spawned {
+            // Without the watcher we could outlive our parent; better to stop now.
+            tracing::error!(error = %e, "cannot watch stdin");
+            return;
+        }
+        // A dropped sender (the thread died) counts as closed too.
+        let _ = rx.await;
+    };
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install a SIGTERM handler");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = term => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = stdin_closed => "stdin closed",
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = stdin_closed => "stdin closed",
+    }
 }
 
 async fn connect_cluster(args: &ServeArgs) -> Option<kube::Client> {
@@ -340,23 +525,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let config = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::new());
 
+    // Held until `serve` returns, when dropping it removes the generated key.
+    let mut self_signed = None;
     let (cert, key) = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
-            let dir = args.self_signed_dir.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("pullsecret-injector-{}", std::process::id()))
-            });
-            let b = certs::generate(
-                &certs::service_names("pullsecret-injector", "pullsecret-injector"),
-                30,
-            )?;
-            write_bundle(&dir, &b)?;
-            let ca = dir.join("ca.crt");
+            let s = SelfSigned::create(args.self_signed_dir.as_deref())?;
             println!(
                 "self-signed certificate generated; CA written to {}",
-                ca.display()
+                s.ca_path().display()
             );
-            (dir.join("tls.crt"), dir.join("tls.key"))
+            let paths = (s.cert_path(), s.key_path());
+            self_signed = Some(s);
+            paths
         }
     };
     let resolver = Arc::new(ReloadingResolver::new(cert.clone(), key.clone())?);
@@ -392,6 +573,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let webhook = Arc::new(webhook);
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: server::connection_budget(
+            usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        ),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         ..Limits::default()
     };
@@ -426,7 +612,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             },
         );
     }
-    {
+    let tls_reload = {
         let resolver = resolver.clone();
         let metrics = metrics.clone();
         reload::spawn(
@@ -441,8 +627,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                     .inc();
                 result
             },
-        );
-    }
+        )
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -453,9 +639,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         server::metrics_router(webhook.clone()),
         wait(stop_rx.clone()),
     ));
+    let exit_on_stdin_eof = args.exit_on_stdin_eof;
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested");
+        let why = shutdown_signal(exit_on_stdin_eof).await;
+        tracing::info!(signal = why, "shutdown requested");
         let _ = stop_tx.send(true);
     });
     webhook
@@ -470,6 +657,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     let _ = metrics_task.await;
+    // Stop watching the certificate folder before removing it, so the watcher neither
+    // reacts to the removal nor trips over a directory that is already gone.
+    tls_reload.abort();
+    let _ = tls_reload.await;
+    drop(self_signed);
     tracing::info!("stopped");
     Ok(())
 }

@@ -43,6 +43,18 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Time allowed for the TLS handshake and for request headers to arrive.
     pub handshake_timeout: Duration,
+    /// Time allowed for a whole request, body included, and its answer; a stalled body
+    /// gets 408. The API server gives up on a webhook after at most 30 s
+    /// (`timeoutSeconds`), so nothing useful ever takes longer than that.
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed: after the TLS
+    /// handshake with nothing sent, between keep-alive requests, or an idle HTTP/2
+    /// connection. Shorter than the 90 s the API server's client keeps idle connections
+    /// (Go's `net/http` default `IdleConnTimeout`), which notices the close and redials.
+    pub idle_timeout: Duration,
+    /// At most this many connections at once. The accept loop waits for a free slot
+    /// (back-pressure in the kernel's backlog) instead of accepting and failing.
+    pub max_connections: usize,
     /// After shutdown is requested, in-flight reviews get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -52,6 +64,9 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 3 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -59,12 +74,28 @@ impl Default for Limits {
 
 /// The routes of the webhook port.
 pub fn router<H: ReviewHandler>(handler: Arc<H>, limits: &Limits) -> Router {
+    let request_timeout = limits.request_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<H>))
         .route("/mutate", post(review::<H>))
         .route("/validate", post(review::<H>))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        // Outermost, so it bounds reading the body too (a client that stalls mid-body).
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(request_timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => bad(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "request not received and answered within {} s",
+                            request_timeout.as_secs_f64()
+                        ),
+                    ),
+                }
+            },
+        ))
         .with_state(handler)
 }
 
@@ -134,7 +165,9 @@ async fn review<H: ReviewHandler>(
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then stops accepting and
-/// lets in-flight requests finish (bounded by `limits.drain_timeout`).
+/// lets in-flight requests finish (bounded by `limits.drain_timeout`). Connections are
+/// capped at `limits.max_connections` and closed after `limits.idle_timeout` without a
+/// request in flight.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -153,10 +186,21 @@ pub async fn serve_tls(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(250)
+        // Pings find peers that vanished without a FIN (a node gone, a NAT entry
+        // dropped); the idle timeout below handles peers that are there but silent.
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // Wait for a free slot before accepting: excess clients wait in the listen
+        // backlog instead of taking file descriptors the server then cannot use.
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -171,11 +215,16 @@ pub async fn serve_tls(
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let svc = TowerToHyperService::new(app.clone());
+        let activity = Arc::new(Activity::default());
+        let svc = TowerToHyperService::new(Tracked {
+            inner: app.clone(),
+            activity: activity.clone(),
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let handshake_timeout = limits.handshake_timeout;
+        let (handshake_timeout, idle_timeout) = (limits.handshake_timeout, limits.idle_timeout);
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -188,8 +237,24 @@ pub async fn serve_tls(
                 }
             };
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+            let served = watcher.watch(conn.into_owned());
+            tokio::pin!(served);
+            loop {
+                tokio::select! {
+                    r = &mut served => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep(activity.idle_check(idle_timeout)) => {
+                        if activity.idle_for() >= idle_timeout {
+                            // Nothing in flight: dropping the connection loses nothing.
+                            tracing::debug!(%peer, "closing idle connection");
+                            return;
+                        }
+                    }
+                }
             }
         });
     }
@@ -202,6 +267,95 @@ pub async fn serve_tls(
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     Ok(())
+}
+
+/// Requests in flight on one connection, and when the connection last finished one (or
+/// opened), for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    /// How long the connection has been idle; zero while a request is in flight.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.last.lock().expect("not poisoned").elapsed()
+    }
+
+    /// How long to sleep before the connection could next have been idle for `limit`.
+    fn idle_check(&self, limit: Duration) -> Duration {
+        limit
+            .saturating_sub(self.idle_for())
+            .max(Duration::from_millis(50))
+    }
+
+    fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight; dropping it (answered, or the request abandoned) marks the
+/// connection active now.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock().expect("not poisoned") = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The router, counting its requests into the connection's [`Activity`].
+#[derive(Clone)]
+struct Tracked {
+    inner: Router,
+    activity: Arc<Activity>,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Tracked
+where
+    Router: tower::Service<axum::http::Request<B>>,
+    <Router as tower::Service<axum::http::Request<B>>>::Future: Send + 'static,
+{
+    type Response = <Router as tower::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower::Service<axum::http::Request<B>>>::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = std::result::Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let guard = self.activity.start();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        })
+    }
 }
 
 /// Plain HTTP for `/metrics`, stopped with the same signal.
@@ -221,4 +375,31 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// File descriptors kept back from the connection cap for everything else the process
+/// opens (listeners, the metrics port, the Kubernetes client, watched files, logs).
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft open-file limit to the hard limit (a container's soft limit is often
+/// 1,024 while the hard one is far higher), and returns how many connections fit under
+/// it: `wanted`, or fewer when the limit leaves less room.
+pub fn connection_budget(wanted: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            return wanted;
+        }
+    };
+    let room = limit.saturating_sub(RESERVED_FDS).max(1);
+    let budget = (wanted as u64).min(room) as usize;
+    if budget < wanted {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = budget,
+            "open-file limit allows fewer connections than --max-connections"
+        );
+    }
+    budget
 }

@@ -81,6 +81,10 @@ impl Server {
         }
         // The server's log (tracing writes to stderr), for a failing test to show.
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        // The server stops when its stdin closes. We hold the write end (in `child.stdin`)
+        // and never write to it; the kernel closes it when this test process ends, however
+        // it ends. `Drop` alone is not enough: a `Server` in a `static` is never dropped.
+        cmd.arg("--exit-on-stdin-eof").stdin(Stdio::piped());
         cmd.args(extra).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().expect("spawn server");
         let stdout = child.stdout.take().unwrap();
