@@ -163,7 +163,12 @@ pub fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => b.json().try_init(),
+        // The text format escapes request-derived fields with `{:?}`, bidi controls
+        // included; JSON needs its writer to (see `logging`).
+        LogFormat::Json => b
+            .json()
+            .with_writer(|| crate::logging::BidiEscaping(std::io::stderr()))
+            .try_init(),
         LogFormat::Text => b.try_init(),
     };
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod image;
+mod logging;
 pub mod manifest;
 pub mod matcher;
 pub mod metrics;

@@ -120,6 +120,10 @@ async fn json_logs_escape_uid_and_pod() {
             !line.chars().any(|c| c.is_control()),
             "line {i} holds a raw control character: {line:?}"
         );
+        assert!(
+            !line.contains('\u{202E}'),
+            "line {i} holds a raw bidi override: {line:?}"
+        );
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("line {i}: {e}: {line}"));
     }
     let admissions: Vec<Value> = log
