@@ -186,3 +186,44 @@ async fn connections_beyond_the_cap_wait_their_turn_and_the_server_keeps_serving
         wait_closed(&mut c, "capped idle connection").await;
     }
 }
+
+/// Started with a low soft open-file limit (as in many containers), the server raises it
+/// to the hard limit before it serves.
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let script = format!(
+        "ulimit -S -n 256 && exec '{BIN}' serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+         --no-sync --exit-on-stdin-eof --config '{}' --self-signed-dir '{}'",
+        config.display(),
+        dir.path().join("certs").display()
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let listening = std::io::BufReader::new(stdout)
+        .lines()
+        .take(5)
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("listening on"));
+    assert!(listening, "the server started");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_ne!(soft, "256", "soft limit raised: {line}");
+    assert_eq!(soft, hard, "soft limit raised to the hard one: {line}");
+}
