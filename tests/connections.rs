@@ -59,6 +59,20 @@ async fn wait_closed(tls: &mut TlsStream<TcpStream>, what: &str) -> Duration {
     }
 }
 
+/// One keep-alive `GET /healthz` on `tls`, answered 200 within the bound.
+async fn assert_healthz(tls: &mut TlsStream<TcpStream>) {
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(BOUND, tls.read(&mut buf))
+        .await
+        .expect("answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 fn serve(extra: &[&str]) -> Server {
     Server::start(CONFIG, extra)
 }
@@ -80,19 +94,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_last_request() {
     let mut tls = handshake(&server, &[b"http/1.1"]).await;
     // Requests keep it open past the idle timeout while they come.
     for _ in 0..3 {
-        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(BOUND, tls.read(&mut buf))
-            .await
-            .expect("answer")
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        assert_healthz(&mut tls).await;
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     wait_closed(&mut tls, "idle keep-alive connection").await;
@@ -173,15 +175,7 @@ async fn connections_beyond_the_cap_wait_their_turn_and_the_server_keeps_serving
         .expect("the fourth connection is accepted within the bound")
         .unwrap();
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(BOUND, tls.read(&mut buf))
-        .await
-        .expect("answer")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_healthz(&mut tls).await;
     for mut c in idle {
         wait_closed(&mut c, "capped idle connection").await;
     }

@@ -377,24 +377,6 @@ spec:
     );
 }
 
-/// Chart values for the dry-run test: one registry with a source and `alwaysPull`,
-/// tenants only, the mutating webhook failing closed (so an unreachable webhook could not
-/// pass for "nothing to do").
-fn dry_run_values() -> Value {
-    json!({
-        "registries": [{
-            "name": "ghcr-acme",
-            "match": ["ghcr.io/acme"],
-            "secret": "ghcr-acme",
-            "alwaysPull": true,
-            "namespaces": {"include": ["team-*"]},
-            "source": {"namespace": "registry-creds", "name": "ghcr-acme-source"}
-        }],
-        "namespaces": {"exclude": ["kube-system", "registry-creds"]},
-        "webhook": {"failurePolicy": "Fail"}
-    })
-}
-
 const DRY_NS: &str = "team-dry";
 
 const DRY_POD: &str = r#"apiVersion: v1
@@ -482,7 +464,7 @@ async fn dry_run_shows_the_mutation_and_creates_nothing() {
         "robot:s3cr3t",
     )
     .await;
-    let install = Install::new(&env, &dry_run_values(), &["--identity", "replica-a"]).await;
+    let install = Install::new(&env, &install::ghcr_values(), &["--identity", "replica-a"]).await;
     envtest::create_namespace(c, DRY_NS, None).await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), DRY_NS);
     let secrets: Api<Secret> = Api::namespaced(c.clone(), DRY_NS);

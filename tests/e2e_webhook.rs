@@ -22,22 +22,6 @@ use kube::discovery::Discovery;
 use kube::{Api, Client};
 use serde_json::json;
 
-/// Chart values: one registry with a source, pull policy forced, tenants only.
-fn values() -> serde_json::Value {
-    json!({
-        "registries": [{
-            "name": "ghcr-acme",
-            "match": ["ghcr.io/acme"],
-            "secret": "ghcr-acme",
-            "alwaysPull": true,
-            "namespaces": {"include": ["team-*"]},
-            "source": {"namespace": "registry-creds", "name": "ghcr-acme-source"}
-        }],
-        "namespaces": {"exclude": ["kube-system", "registry-creds"]},
-        "webhook": {"failurePolicy": "Fail"}
-    })
-}
-
 async fn envtest_or_skip(name: &str) -> Option<Envtest> {
     let env = envtest::start().await;
     if env.is_none() {
@@ -64,7 +48,7 @@ fn pod(name: &str, image: &str) -> Pod {
 /// by another replica: the controller stays passive, so anything created below was
 /// created by the webhook at admission time.
 async fn webhook_for(env: &Envtest) -> Install {
-    install_with(env, &values(), true).await
+    install_with(env, &install::ghcr_values(), true).await
 }
 
 /// As [`webhook_for`], with other values, and the Lease left free when `passive` is false
@@ -246,7 +230,7 @@ async fn the_charts_rbac_covers_everything_the_leader_does() {
         .create(&PostParams::default(), &theirs)
         .await
         .unwrap();
-    let mut v = values();
+    let mut v = install::ghcr_values();
     v["registries"][0]["serviceAccounts"] = json!(["default"]);
     let install = install_with(&env, &v, false).await;
     use k8s_openapi::api::coordination::v1::Lease;

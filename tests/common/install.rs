@@ -45,6 +45,25 @@ pub struct Install {
     extra_args: Vec<String>,
 }
 
+/// Chart values several tests install: one registry (`ghcr.io/acme`, secret `ghcr-acme`)
+/// with a source in `registry-creds` and `alwaysPull`, tenants (`team-*`) only, and the
+/// mutating webhook failing closed (so an unreachable webhook cannot pass for "nothing to
+/// do").
+pub fn ghcr_values() -> Value {
+    json!({
+        "registries": [{
+            "name": "ghcr-acme",
+            "match": ["ghcr.io/acme"],
+            "secret": "ghcr-acme",
+            "alwaysPull": true,
+            "namespaces": {"include": ["team-*"]},
+            "source": {"namespace": "registry-creds", "name": "ghcr-acme-source"}
+        }],
+        "namespaces": {"exclude": ["kube-system", "registry-creds"]},
+        "webhook": {"failurePolicy": "Fail"}
+    })
+}
+
 /// Rendered objects of `kind`.
 pub fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
