@@ -494,23 +494,34 @@ async fn shutdown_signal(exit_on_stdin_eof: bool) -> &'static str {
     }
 }
 
-async fn connect_cluster(args: &ServeArgs) -> Option<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = match kube::config::Kubeconfig::read_from(path) {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read kubeconfig; running without cluster access");
-                    return None;
-                }
-            };
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .ok()?
-        }
-        None => kube::Config::infer().await.ok()?,
+/// The cluster client. An explicit `--kubeconfig` that cannot be read, parsed or used is
+/// an error (the user asked for that cluster); without one, the in-cluster or default
+/// kubeconfig is tried and its absence means "no cluster access".
+async fn connect_cluster(args: &ServeArgs) -> Result<Option<kube::Client>> {
+    let Some(path) = &args.kubeconfig else {
+        return Ok(match kube::Config::infer().await {
+            Ok(c) => kube::Client::try_from(c).ok(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no in-cluster or default kubeconfig");
+                None
+            }
+        });
     };
-    kube::Client::try_from(config).ok()
+    let shown = path.display();
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("--kubeconfig {shown}: cannot read"))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .with_context(|| format!("--kubeconfig {shown}: cannot use"))?;
+    let client = kube::Client::try_from(config)
+        .with_context(|| format!("--kubeconfig {shown}: cannot build a client"))?;
+    // Fail now, with the reason, rather than log watch errors forever.
+    tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("--kubeconfig {shown}: cannot reach the API server"))?;
+    Ok(Some(client))
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -552,25 +563,27 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     )?);
 
     let (config_tx, config_rx) = tokio::sync::watch::channel(0u64);
-    let cluster: Arc<dyn Cluster> = if args.no_sync {
-        Arc::new(NoCluster)
+    let mut sync = None;
+    if args.no_sync {
     } else if args.config.is_none() {
         // The example config names sources; never act on whatever cluster the user's
         // kubeconfig happens to point at just because they tried the quick start.
         tracing::info!("embedded example config: secret sync disabled (pass --config to enable)");
-        Arc::new(NoCluster)
     } else {
-        match connect_cluster(&args).await {
+        match connect_cluster(&args).await? {
             Some(client) => {
-                start_sync(&args, client, config.clone(), config_rx, metrics.clone()).await?
+                sync = Some(
+                    start_sync(&args, client, config.clone(), config_rx, metrics.clone()).await?,
+                )
             }
-            None => {
-                tracing::info!(
-                    "no cluster access (no kubeconfig, not in a cluster): secret sync disabled"
-                );
-                Arc::new(NoCluster)
-            }
+            None => tracing::info!(
+                "no cluster access (no kubeconfig, not in a cluster): secret sync disabled"
+            ),
         }
+    }
+    let cluster: Arc<dyn Cluster> = match &sync {
+        Some(s) => s.cluster(),
+        None => Arc::new(NoCluster),
     };
 
     let mut webhook = Webhook::new(config.clone(), cluster, metrics.clone());
@@ -636,6 +649,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -645,10 +659,32 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         wait(stop_rx.clone()),
     ));
     let exit_on_stdin_eof = args.exit_on_stdin_eof;
-    tokio::spawn(async move {
-        let why = shutdown_signal(exit_on_stdin_eof).await;
-        tracing::info!(signal = why, "shutdown requested");
-        let _ = stop_tx.send(true);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            let why = shutdown_signal(exit_on_stdin_eof).await;
+            tracing::info!(signal = why, "shutdown requested");
+            let _ = stop_tx.send(true);
+        });
+    }
+    // The sync controller's supervisor: a task of it ending is a fault that stops the
+    // server and makes the process exit non-zero; on a normal stop it releases the Lease.
+    let sync_task = sync.map(|mut running| {
+        let stop_tx = stop_tx.clone();
+        let mut stopping = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                e = running.failed() => {
+                    tracing::error!(error = %e, "secret sync failed; shutting down");
+                    let _ = stop_tx.send(true);
+                    Err(e)
+                }
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    running.shutdown().await;
+                    Ok(())
+                }
+            }
+        })
     });
     webhook
         .serving
@@ -662,6 +698,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     let _ = metrics_task.await;
+    if let Some(t) = sync_task {
+        t.await.context("secret sync supervisor")??;
+    }
     // Stop watching the certificate folder before removing it, so the watcher neither
     // reacts to the removal nor trips over a directory that is already gone.
     tls_reload.abort();
@@ -679,7 +718,7 @@ async fn start_sync(
     config: Arc<ArcSwap<Config>>,
     changed: tokio::sync::watch::Receiver<u64>,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn Cluster>> {
+) -> Result<crate::sync::Running> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -695,4 +734,5 @@ async fn start_sync(
         args.release_namespace.clone(),
     )
     .await
+    .map_err(anyhow::Error::from)
 }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use crate::admission::NamespaceFacts;
 use crate::config::Config;
+use crate::sync::EnsureError;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -25,9 +26,9 @@ pub trait Cluster: Send + Sync {
         config: &'a Config,
         namespace: &'a str,
         secrets: &'a [String],
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), EnsureError>>;
 
-    /// True once caches are synced; readiness waits for it.
+    /// True once caches are synced and the API server is reachable; readiness follows it.
     fn ready(&self) -> bool;
 }
 
@@ -45,7 +46,7 @@ impl Cluster for NoCluster {
         _config: &'a Config,
         _namespace: &'a str,
         _secrets: &'a [String],
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), EnsureError>> {
         Box::pin(async { Ok(()) })
     }
 

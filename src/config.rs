@@ -12,6 +12,7 @@ use kube::core::{Selector, SelectorExt};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::image::ImageRef;
 use crate::matcher::{Matcher, Pattern, glob};
 
 /// `FILE:LINE:COL: reason` — the one error shape `check` prints and reload logs.
@@ -292,6 +293,27 @@ impl Config {
 
     pub fn is_namespace_excluded(&self, namespace: &str) -> bool {
         self.exclude_namespaces.iter().any(|g| glob(g, namespace))
+    }
+
+    /// The one answer to "which registry entries apply to this image in this namespace",
+    /// used by mutate, validate, the offline commands and stuck-pod repair: indexes into
+    /// `registries`, in the matcher's order and without repeats, of entries with a pattern matching `img` whose
+    /// namespace scope contains `namespace`. `labels` is `None` when the namespace's
+    /// labels are unknown (no cluster access, or not cached yet): selectors then count as
+    /// satisfied. Namespace exclusion is the caller's first check, not repeated here.
+    pub fn entries_for(
+        &self,
+        img: &ImageRef,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        self.matcher.for_each_match(img, |_, &i| {
+            if !out.contains(&i) && self.registries[i].namespaces.contains(namespace, labels) {
+                out.push(i);
+            }
+        });
+        out
     }
 }
 

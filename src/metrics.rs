@@ -65,6 +65,15 @@ pub struct Metrics {
     pub sync_copies: Family<ActionLabels, Counter>,
     pub sync_conflicts: Counter,
     pub admission_secret_ensures: Family<ResultLabels, Counter>,
+    /// 1 while this replica holds the sync Lease and may write, else 0.
+    pub sync_leader: Gauge,
+    /// Requests the sync controller sent to the API server, by verb (watches excluded).
+    pub sync_api_requests: Family<VerbLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: &'static str,
 }
 
 impl Default for Metrics {
@@ -152,6 +161,18 @@ impl Metrics {
             "Pre-admission checks that the managed copies of injected secrets exist (created when missing)",
             admission_secret_ensures.clone(),
         );
+        let sync_leader = Gauge::default();
+        registry.register(
+            "sync_leader",
+            "1 while this replica holds the sync Lease and may write copies, else 0",
+            sync_leader.clone(),
+        );
+        let sync_api_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "sync_api_requests",
+            "API requests sent by the sync controller and the admission-time create, by verb (watches excluded)",
+            sync_api_requests.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -166,6 +187,8 @@ impl Metrics {
             sync_copies,
             sync_conflicts,
             admission_secret_ensures,
+            sync_leader,
+            sync_api_requests,
         }
     }
 

@@ -12,7 +12,7 @@ use super::pod::{PodDoc, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
 use super::text;
 use crate::config::{Config, PullScope};
-use crate::image::{self, ImageRef};
+use crate::image;
 
 pub use super::pod::{INJECTED_ANNOTATION, MIRROR_ANNOTATION, OPT_OUT_ANNOTATION};
 
@@ -23,22 +23,6 @@ pub struct NamespaceFacts {
     pub labels: Option<BTreeMap<String, String>>,
     /// Names of the pull secrets that exist in the namespace, when known.
     pub secrets: Option<HashSet<String>>,
-}
-
-/// Registry entries (indexes into `cfg.registries`) whose patterns match `img` and whose
-/// namespace scope contains `ns`.
-pub fn entries_for(cfg: &Config, img: &ImageRef, ns: &str, facts: &NamespaceFacts) -> Vec<usize> {
-    let mut out: Vec<usize> = Vec::new();
-    cfg.matcher.for_each_match(img, |_, &i| {
-        if !out.contains(&i)
-            && cfg.registries[i]
-                .namespaces
-                .contains(ns, facts.labels.as_ref())
-        {
-            out.push(i);
-        }
-    });
-    out
 }
 
 /// The changes one pod (or pod template) needs.
@@ -145,7 +129,7 @@ fn visit_site(
     facts: &NamespaceFacts,
 ) -> Vec<usize> {
     let matched = match image::parse(site.image) {
-        Ok(img) => entries_for(cfg, &img, ns, facts),
+        Ok(img) => cfg.entries_for(&img, ns, facts.labels.as_ref()),
         Err(e) => {
             plan.warnings.push(invalid_image_warning(site, &e));
             Vec::new()
@@ -298,7 +282,7 @@ pub fn missing_secret_warnings(
         let Ok(img) = image::parse(site.image) else {
             continue;
         };
-        for i in entries_for(cfg, &img, ns, facts) {
+        for i in cfg.entries_for(&img, ns, facts.labels.as_ref()) {
             let r = &cfg.registries[i];
             if !have.contains(&r.secret.as_str()) {
                 out.push(format!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::mutate::{NamespaceFacts, entries_for, missing_secret_warnings, new_ephemeral_sites};
+use super::mutate::{NamespaceFacts, missing_secret_warnings, new_ephemeral_sites};
 use super::pod::{PodDoc, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
 use super::text;
@@ -64,7 +64,7 @@ fn judge_site(
     let needs_always = match rules.require_always_pull {
         PullScope::None => false,
         PullScope::All => true,
-        PullScope::Private => !entries_for(cfg, &img, ns, facts).is_empty(),
+        PullScope::Private => !cfg.entries_for(&img, ns, facts.labels.as_ref()).is_empty(),
     };
     let policy = site.pull_policy.unwrap_or("");
     if needs_always && policy != "Always" {

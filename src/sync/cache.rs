@@ -8,7 +8,6 @@
 //! need, are watched one by one by name.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::Hash;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,12 +24,12 @@ use crate::admission::NamespaceFacts;
 use crate::config::{Config, SecretRef};
 
 /// The pull-secret types we watch, one watch each (field selectors cannot OR).
-pub const WATCHED_TYPES: [&str; 2] = [TYPE_DOCKERCONFIGJSON, TYPE_DOCKERCFG];
+pub(crate) const WATCHED_TYPES: [&str; 2] = [TYPE_DOCKERCONFIGJSON, TYPE_DOCKERCFG];
 
 /// A map fed by one watch stream, applying `Init…InitDone` relists atomically so a
 /// relist never shows a half-empty cache to the webhook.
 #[derive(Debug)]
-pub struct Indexed<K: Ord, V> {
+pub(crate) struct Indexed<K: Ord, V> {
     live: BTreeMap<K, V>,
     buffer: Option<BTreeMap<K, V>>,
     synced: bool,
@@ -49,7 +48,7 @@ impl<K: Ord, V> Default for Indexed<K, V> {
 impl<K: Ord + Clone, V> Indexed<K, V> {
     /// Applies one watch event; `summarise` turns an object into its key and summary.
     /// Returns true when the map may have changed.
-    pub fn apply<O>(
+    pub(crate) fn apply<O>(
         &mut self,
         ev: watcher::Event<O>,
         summarise: impl Fn(&O) -> Option<(K, V)>,
@@ -87,29 +86,32 @@ impl<K: Ord + Clone, V> Indexed<K, V> {
         }
     }
 
-    pub fn synced(&self) -> bool {
+    pub(crate) fn synced(&self) -> bool {
         self.synced
     }
 
-    pub fn get(&self, k: &K) -> Option<&V> {
+    pub(crate) fn get(&self, k: &K) -> Option<&V> {
         self.live.get(k)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.live.iter()
     }
 }
 
 impl<V> Indexed<Key, V> {
     /// Entries of one namespace, by a range scan (the map is ordered by namespace first).
-    pub fn in_namespace<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = (&'a Key, &'a V)> + 'a {
+    pub(crate) fn in_namespace<'a>(
+        &'a self,
+        ns: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a V)> + 'a {
         self.live
             .range((ns.to_string(), String::new())..)
             .take_while(move |((n, _), _)| n == ns)
     }
 }
 
-pub fn namespace_info(ns: &Namespace) -> Option<(String, NamespaceInfo)> {
+pub(crate) fn namespace_info(ns: &Namespace) -> Option<(String, NamespaceInfo)> {
     let name = ns.metadata.name.clone()?;
     let terminating = ns.metadata.deletion_timestamp.is_some()
         || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
@@ -124,7 +126,7 @@ pub fn namespace_info(ns: &Namespace) -> Option<(String, NamespaceInfo)> {
     ))
 }
 
-pub fn secret_info(s: &Secret) -> Option<(Key, ExistingSecret)> {
+pub(crate) fn secret_info(s: &Secret) -> Option<(Key, ExistingSecret)> {
     let m = &s.metadata;
     let key = (m.namespace.clone()?, m.name.clone()?);
     let type_ = s.type_.clone().unwrap_or_else(|| "Opaque".into());
@@ -152,7 +154,7 @@ pub fn secret_info(s: &Secret) -> Option<(Key, ExistingSecret)> {
     ))
 }
 
-pub fn service_account_info(sa: &ServiceAccount) -> Option<(Key, ServiceAccountInfo)> {
+pub(crate) fn service_account_info(sa: &ServiceAccount) -> Option<(Key, ServiceAccountInfo)> {
     let m = &sa.metadata;
     Some((
         (m.namespace.clone()?, m.name.clone()?),
@@ -167,18 +169,18 @@ pub fn service_account_info(sa: &ServiceAccount) -> Option<(Key, ServiceAccountI
 }
 
 /// One observed source: `None` until its watch has listed, then `Some(None)` when absent.
-pub type SourceSlot = Option<Option<Secret>>;
+pub(crate) type SourceSlot = Option<Option<Secret>>;
 
 #[derive(Default)]
-pub struct Cache {
-    pub namespaces: RwLock<Indexed<String, NamespaceInfo>>,
+pub(crate) struct Cache {
+    pub(crate) namespaces: RwLock<Indexed<String, NamespaceInfo>>,
     /// One per entry of [`WATCHED_TYPES`].
-    pub secrets: [RwLock<Indexed<Key, ExistingSecret>>; 2],
-    pub sources: RwLock<HashMap<SecretRef, SourceSlot>>,
-    pub accounts: RwLock<Indexed<Key, ServiceAccountInfo>>,
-    pub accounts_watched: AtomicBool,
+    pub(crate) secrets: [RwLock<Indexed<Key, ExistingSecret>>; 2],
+    pub(crate) sources: RwLock<HashMap<SecretRef, SourceSlot>>,
+    pub(crate) accounts: RwLock<Indexed<Key, ServiceAccountInfo>>,
+    pub(crate) accounts_watched: AtomicBool,
     /// Pinged on every change; the reconciler debounces.
-    pub changed: Notify,
+    pub(crate) changed: Notify,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -190,14 +192,14 @@ pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Cache {
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         read(&self.namespaces).synced() && self.secrets.iter().all(|s| read(s).synced())
     }
 
     /// What the webhook needs about one namespace. Labels are `None` for a namespace the
     /// cache has not seen yet (just created): scope selectors then count as satisfied and
     /// `ensure_secrets` looks the namespace up before writing anything.
-    pub fn facts(&self, ns: &str) -> NamespaceFacts {
+    pub(crate) fn facts(&self, ns: &str) -> NamespaceFacts {
         if !self.ready() {
             return NamespaceFacts::default();
         }
@@ -214,24 +216,24 @@ impl Cache {
         }
     }
 
-    pub fn namespace(&self, ns: &str) -> Option<NamespaceInfo> {
+    pub(crate) fn namespace(&self, ns: &str) -> Option<NamespaceInfo> {
         read(&self.namespaces).get(&ns.to_string()).cloned()
     }
 
-    pub fn namespace_list(&self) -> Vec<NamespaceInfo> {
+    pub(crate) fn namespace_list(&self) -> Vec<NamespaceInfo> {
         read(&self.namespaces)
             .iter()
             .map(|(_, v)| v.clone())
             .collect()
     }
 
-    pub fn secret(&self, key: &Key) -> Option<ExistingSecret> {
+    pub(crate) fn secret(&self, key: &Key) -> Option<ExistingSecret> {
         self.secrets.iter().find_map(|s| read(s).get(key).cloned())
     }
 
     /// Existing secrets the planner must see: every name some entry uses, and every
     /// secret carrying our label.
-    pub fn relevant_secrets(&self, cfg: &Config) -> HashMap<Key, ExistingSecret> {
+    pub(crate) fn relevant_secrets(&self, cfg: &Config) -> HashMap<Key, ExistingSecret> {
         let names: HashSet<&str> = cfg.registries.iter().map(|r| r.secret.as_str()).collect();
         let mut out = HashMap::new();
         for s in &self.secrets {
@@ -244,12 +246,12 @@ impl Cache {
         out
     }
 
-    pub fn source(&self, r: &SecretRef) -> SourceSlot {
+    pub(crate) fn source(&self, r: &SecretRef) -> SourceSlot {
         read(&self.sources).get(r).cloned().flatten()
     }
 
     /// Validated state of every configured source that has been listed.
-    pub fn source_states(&self, cfg: &Config) -> HashMap<SecretRef, SourceState> {
+    pub(crate) fn source_states(&self, cfg: &Config) -> HashMap<SecretRef, SourceState> {
         let sources = read(&self.sources);
         let mut out = HashMap::new();
         for r in cfg.registries.iter().filter_map(|r| r.source.as_ref()) {
@@ -267,60 +269,49 @@ impl Cache {
         out
     }
 
-    /// True once every configured source's watch has listed, so "missing" is real.
-    pub fn sources_listed(&self, cfg: &Config) -> bool {
-        let sources = read(&self.sources);
-        cfg.registries
-            .iter()
-            .filter_map(|r| r.source.as_ref())
-            .all(|r| matches!(sources.get(r), Some(Some(_))))
-    }
-
-    pub fn accounts(&self) -> HashMap<Key, ServiceAccountInfo> {
+    pub(crate) fn accounts(&self) -> HashMap<Key, ServiceAccountInfo> {
         read(&self.accounts)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
-    pub fn labels_by_namespace(&self) -> HashMap<String, BTreeMap<String, String>> {
-        read(&self.namespaces)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.labels.clone()))
-            .collect()
-    }
-
-    pub fn apply_namespace(&self, ev: watcher::Event<Namespace>) {
+    pub(crate) fn apply_namespace(&self, ev: watcher::Event<Namespace>) {
         if write(&self.namespaces).apply(ev, namespace_info) {
             self.changed.notify_one();
         }
     }
 
-    pub fn apply_secret(&self, slot: usize, ev: watcher::Event<Secret>) {
+    pub(crate) fn apply_secret(&self, slot: usize, ev: watcher::Event<Secret>) {
         if write(&self.secrets[slot]).apply(ev, secret_info) {
             self.changed.notify_one();
         }
     }
 
-    pub fn apply_account(&self, ev: watcher::Event<ServiceAccount>) {
+    pub(crate) fn apply_account(&self, ev: watcher::Event<ServiceAccount>) {
         if write(&self.accounts).apply(ev, service_account_info) {
             self.changed.notify_one();
         }
     }
 
-    pub fn set_source(&self, r: &SecretRef, s: Option<Secret>) {
+    pub(crate) fn set_source(&self, r: &SecretRef, s: Option<Secret>) {
         write(&self.sources).insert(r.clone(), Some(s));
         self.changed.notify_one();
     }
 
-    pub fn accounts_watched(&self) -> bool {
+    pub(crate) fn accounts_watched(&self) -> bool {
         self.accounts_watched.load(Ordering::Acquire)
     }
-}
 
-/// Keeps only the keys in `wanted`, for forgetting sources removed from the config.
-pub fn retain_keys<K: Eq + Hash, V>(map: &mut HashMap<K, V>, wanted: &HashSet<K>) {
-    map.retain(|k, _| wanted.contains(k));
+    /// True the first time only: the caller starts the ServiceAccount watch.
+    pub(crate) fn start_watching_accounts(&self) -> bool {
+        !self.accounts_watched.swap(true, Ordering::AcqRel)
+    }
+
+    /// Forgets sources no longer configured.
+    pub(crate) fn forget_sources_except(&self, wanted: &HashSet<SecretRef>) {
+        write(&self.sources).retain(|k, _| wanted.contains(k));
+    }
 }
 
 #[cfg(test)]

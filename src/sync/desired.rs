@@ -1,69 +1,78 @@
 //! What the cluster should look like, as pure functions of the config and a snapshot of the
-//! caches. The controller only executes the actions returned here, so every rule about
-//! ownership (never touch what we did not create) is decided and tested in this file.
+//! caches, and the pure conversions between Kubernetes objects and those snapshots. The
+//! controller only executes the actions returned here, so every rule about ownership
+//! (never touch what we did not create) and scope (who delivers which secret where) is
+//! decided and tested in this file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ObjectMeta;
+use serde_json::json;
 
 use crate::config::{Config, Registry, SecretRef};
 use crate::image;
 
 use super::source::ValidSource;
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "pullsecret-injector";
-pub const SOURCE_ANNOTATION: &str = "pullsecret-injector.io/source";
-pub const VERSION_ANNOTATION: &str = "pullsecret-injector.io/source-version";
+pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub(crate) const MANAGED_BY_VALUE: &str = "pullsecret-injector";
+pub(crate) const SOURCE_ANNOTATION: &str = "pullsecret-injector.io/source";
+pub(crate) const VERSION_ANNOTATION: &str = "pullsecret-injector.io/source-version";
 
 /// What the namespace cache knows about one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespaceInfo {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
+pub(crate) struct NamespaceInfo {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Being deleted: creating anything there fails or delays the deletion.
-    pub terminating: bool,
+    pub(crate) terminating: bool,
     /// For Events about the namespace.
-    pub uid: Option<String>,
+    pub(crate) uid: Option<String>,
 }
 
 /// What the secret cache knows about one existing Secret (no data kept, only its hash).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExistingSecret {
-    pub type_: String,
+pub(crate) struct ExistingSecret {
+    pub(crate) type_: String,
     /// Carries our managed-by label; only such secrets are ever updated or deleted.
-    pub managed: bool,
+    pub(crate) managed: bool,
     /// The `pullsecret-injector.io/source` annotation.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Hash of the secret's own type and data (not the annotation, which could lie).
-    pub content_hash: String,
-    pub resource_version: Option<String>,
-    pub uid: Option<String>,
+    pub(crate) content_hash: String,
+    pub(crate) resource_version: Option<String>,
+    pub(crate) uid: Option<String>,
     /// Seconds since the epoch, for the stuck-pod guard.
-    pub created: Option<i64>,
+    pub(crate) created: Option<i64>,
 }
 
 /// State of a configured source, as last observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceState {
+pub(crate) enum SourceState {
     Missing,
     Invalid(String),
     Valid(ValidSource),
 }
 
 /// `(namespace, name)`.
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Create {
         namespace: String,
         name: String,
         source: SecretRef,
+        /// The delivering entry's name, for logs and Events.
+        registry: String,
     },
     /// Data, or the source it comes from, changed; replace guarded by resourceVersion.
     Update {
         namespace: String,
         name: String,
         source: SecretRef,
+        registry: String,
         resource_version: Option<String>,
     },
     /// The source's type changed; `type` is immutable, so delete (guarded) and create.
@@ -71,6 +80,7 @@ pub enum Action {
         namespace: String,
         name: String,
         source: SecretRef,
+        registry: String,
         resource_version: Option<String>,
         uid: Option<String>,
     },
@@ -90,7 +100,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         match self {
             Action::Create {
                 namespace, name, ..
@@ -113,7 +123,7 @@ impl Action {
 
 /// Something wrong with the configuration or a source, reported once per reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     SourceMissing {
         registry: String,
         source: SecretRef,
@@ -140,16 +150,16 @@ pub enum Problem {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
-    pub actions: Vec<Action>,
-    pub problems: Vec<Problem>,
+pub(crate) struct Plan {
+    pub(crate) actions: Vec<Action>,
+    pub(crate) problems: Vec<Problem>,
     /// Every wanted copy → the index of the registry entry that wants it.
-    pub desired: BTreeMap<Key, usize>,
+    pub(crate) desired: BTreeMap<Key, usize>,
 }
 
-/// Whether entry `reg` wants its copy in `ns`. Shared by the controller and the
-/// admission-time `ensure_secrets`, so both agree on scope.
-pub fn wants_copy(cfg: &Config, reg: &Registry, ns: &NamespaceInfo) -> bool {
+/// Whether entry `reg` wants its copy in `ns` (scope only; see [`deliverer`] for which
+/// of several same-name entries wins).
+fn wants_copy(cfg: &Config, reg: &Registry, ns: &NamespaceInfo) -> bool {
     let Some(src) = &reg.source else {
         return false;
     };
@@ -161,7 +171,22 @@ pub fn wants_copy(cfg: &Config, reg: &Registry, ns: &NamespaceInfo) -> bool {
     reg.namespaces.contains(&ns.name, Some(&ns.labels))
 }
 
-pub fn source_string(s: &SecretRef) -> String {
+/// The one answer to "who delivers secret `name` into namespace `ns`": the first entry,
+/// in config order, with a source that wants a copy of that name there. The planner, the
+/// admission-time create and stuck-pod repair all ask this function, so they never
+/// disagree about scope.
+pub(crate) fn deliverer<'a>(
+    cfg: &'a Config,
+    ns: &NamespaceInfo,
+    name: &str,
+) -> Option<(usize, &'a Registry)> {
+    cfg.registries
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.secret == name && wants_copy(cfg, r, ns))
+}
+
+pub(crate) fn source_string(s: &SecretRef) -> String {
     format!("{}/{}", s.namespace, s.name)
 }
 
@@ -169,7 +194,7 @@ pub fn source_string(s: &SecretRef) -> String {
 ///
 /// `existing` needs to hold only secrets whose name some entry uses, plus every secret
 /// carrying our label (candidates for deletion); extra entries are ignored.
-pub fn plan(
+pub(crate) fn plan(
     cfg: &Config,
     namespaces: &[NamespaceInfo],
     existing: &HashMap<Key, ExistingSecret>,
@@ -200,25 +225,32 @@ pub fn plan(
             }
         }
     }
+    // Every secret name an entry with a source delivers, in config order.
+    let mut names: Vec<&str> = Vec::new();
+    for r in cfg.registries.iter().filter(|r| r.source.is_some()) {
+        if !names.contains(&r.secret.as_str()) {
+            names.push(&r.secret);
+        }
+    }
     for ns in namespaces {
-        for (i, reg) in cfg.registries.iter().enumerate() {
-            if !wants_copy(cfg, reg, ns) {
+        for &name in &names {
+            let Some((w, winner)) = deliverer(cfg, ns, name) else {
                 continue;
-            }
-            let key = (ns.name.clone(), reg.secret.clone());
-            if let Some(&w) = out.desired.get(&key) {
-                let winner = &cfg.registries[w];
-                if winner.source != reg.source {
+            };
+            out.desired.insert((ns.name.clone(), name.to_string()), w);
+            for rival in &cfg.registries[w + 1..] {
+                if rival.secret == name
+                    && rival.source != winner.source
+                    && wants_copy(cfg, rival, ns)
+                {
                     out.problems.push(Problem::Clash {
                         namespace: ns.name.clone(),
-                        name: reg.secret.clone(),
+                        name: name.to_string(),
                         winner: winner.name.clone(),
-                        loser: reg.name.clone(),
+                        loser: rival.name.clone(),
                     });
                 }
-                continue;
             }
-            out.desired.insert(key, i);
         }
     }
     for (key, &i) in &out.desired {
@@ -236,16 +268,19 @@ pub fn plan(
                 let Some(SourceState::Valid(v)) = sources.get(src) else {
                     continue;
                 };
+                let registry = reg.name.clone();
                 match existing_copy {
                     None => out.actions.push(Action::Create {
                         namespace,
                         name,
                         source: src.clone(),
+                        registry,
                     }),
                     Some(e) if e.type_ != v.type_ => out.actions.push(Action::Recreate {
                         namespace,
                         name,
                         source: src.clone(),
+                        registry,
                         resource_version: e.resource_version.clone(),
                         uid: e.uid.clone(),
                     }),
@@ -257,6 +292,7 @@ pub fn plan(
                             namespace,
                             name,
                             source: src.clone(),
+                            registry,
                             resource_version: e.resource_version.clone(),
                         })
                     }
@@ -283,26 +319,26 @@ pub fn plan(
 
 /// A ServiceAccount as the cache knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceAccountInfo {
-    pub image_pull_secrets: Option<Vec<String>>,
-    pub resource_version: Option<String>,
+pub(crate) struct ServiceAccountInfo {
+    pub(crate) image_pull_secrets: Option<Vec<String>>,
+    pub(crate) resource_version: Option<String>,
 }
 
 /// Append `secret` to a ServiceAccount's `imagePullSecrets`, never replacing the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaPatch {
-    pub namespace: String,
-    pub service_account: String,
-    pub secret: String,
+pub(crate) struct SaPatch {
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+    pub(crate) secret: String,
     /// The list was absent: the patch adds it whole, guarded by resourceVersion.
-    pub list_absent: bool,
-    pub resource_version: Option<String>,
+    pub(crate) list_absent: bool,
+    pub(crate) resource_version: Option<String>,
 }
 
 /// ServiceAccounts (named by entries' `serviceAccounts`) in namespaces that get a copy,
 /// missing the copy's name. Accounts that do not exist yet are skipped: a new account
 /// triggers a reconcile, and creating accounts is not ours to do.
-pub fn sa_patches(
+pub(crate) fn sa_patches(
     cfg: &Config,
     plan: &Plan,
     existing: &HashMap<Key, ExistingSecret>,
@@ -351,16 +387,16 @@ pub fn sa_patches(
 
 /// A Pod as the stuck-pod repair needs to see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub uid: Option<String>,
+pub(crate) struct PodInfo {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) uid: Option<String>,
     /// Has an ownerReference with `controller: true` (something will recreate it).
-    pub controlled: bool,
-    pub created: Option<i64>,
-    pub pull_secrets: Vec<String>,
+    pub(crate) controlled: bool,
+    pub(crate) created: Option<i64>,
+    pub(crate) pull_secrets: Vec<String>,
     /// Images of containers waiting in `ImagePullBackOff` or `ErrImagePull`.
-    pub stuck_images: Vec<String>,
+    pub(crate) stuck_images: Vec<String>,
 }
 
 /// Controller-owned pods stuck pulling an image that a copy we now have would serve.
@@ -369,10 +405,10 @@ pub struct PodInfo {
 /// get it injected), or the copy appeared after the pod was created. A pod that already
 /// had the copy from the start and still fails has wrong credentials; deleting it would
 /// loop forever.
-pub fn stuck_pods(
+pub(crate) fn stuck_pods(
     cfg: &Config,
     pods: &[PodInfo],
-    labels: &HashMap<String, BTreeMap<String, String>>,
+    namespaces: &HashMap<String, NamespaceInfo>,
     existing: &HashMap<Key, ExistingSecret>,
 ) -> Vec<PodInfo> {
     if !cfg.repair_stuck_pods {
@@ -386,29 +422,120 @@ pub fn stuck_pods(
         {
             continue;
         }
-        let ns_labels = labels.get(&pod.namespace);
+        let Some(ns) = namespaces.get(&pod.namespace) else {
+            continue;
+        };
         let helps = pod.stuck_images.iter().any(|img| {
             let Ok(img) = image::parse(img) else {
                 return false;
             };
-            cfg.matcher.matches(&img).into_iter().any(|i| {
-                let reg = &cfg.registries[i];
-                if reg.source.is_none() || !reg.namespaces.contains(&pod.namespace, ns_labels) {
-                    return false;
-                }
-                let Some(copy) = existing.get(&(pod.namespace.clone(), reg.secret.clone())) else {
-                    return false;
-                };
-                copy.managed
-                    && (!pod.pull_secrets.contains(&reg.secret)
-                        || matches!((copy.created, pod.created), (Some(c), Some(p)) if c > p))
-            })
+            cfg.entries_for(&img, &ns.name, Some(&ns.labels))
+                .into_iter()
+                .any(|i| {
+                    let secret = &cfg.registries[i].secret;
+                    // Only a copy we deliver here can have appeared since the pod began.
+                    if deliverer(cfg, ns, secret).is_none() {
+                        return false;
+                    }
+                    let Some(copy) = existing.get(&(ns.name.clone(), secret.clone())) else {
+                        return false;
+                    };
+                    copy.managed
+                        && (!pod.pull_secrets.contains(secret)
+                            || matches!((copy.created, pod.created), (Some(c), Some(p)) if c > p))
+                })
         });
         if helps {
             out.push(pod.clone());
         }
     }
     out
+}
+
+/// The managed copy of a validated source: our label, where it comes from, and the hash
+/// of the content it was made from.
+pub(crate) fn build_copy(namespace: &str, name: &str, src: &SecretRef, v: &ValidSource) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.into(),
+                MANAGED_BY_VALUE.into(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (SOURCE_ANNOTATION.into(), source_string(src)),
+                (VERSION_ANNOTATION.into(), v.hash.clone()),
+            ])),
+            ..Default::default()
+        },
+        type_: Some(v.type_.clone()),
+        data: Some(v.data.clone()),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn is_managed(s: &Secret) -> bool {
+    s.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY_VALUE)
+}
+
+/// The JSON patch appending `secret` to a ServiceAccount's `imagePullSecrets`. The
+/// resourceVersion test makes it fail rather than clobber a list someone changed since
+/// the cache saw it; `add …/-` appends, so existing entries are never replaced.
+pub(crate) fn sa_patch(p: &SaPatch) -> json_patch::Patch {
+    let mut ops = Vec::new();
+    if let Some(rv) = &p.resource_version {
+        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+    if p.list_absent {
+        ops.push(json!({"op": "add", "path": "/imagePullSecrets", "value": [{"name": p.secret}]}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/imagePullSecrets/-", "value": {"name": p.secret}}));
+    }
+    serde_json::from_value(serde_json::Value::Array(ops))
+        .expect("test and add operations with string paths are a valid JSON patch")
+}
+
+/// What stuck-pod repair needs of a Pod; `None` for a Pod without status or name.
+pub(crate) fn pod_info(p: &Pod) -> Option<PodInfo> {
+    let m = &p.metadata;
+    let status = p.status.as_ref()?;
+    let stuck_images = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .filter(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                .is_some_and(|r| r == "ImagePullBackOff" || r == "ErrImagePull")
+        })
+        .map(|c| c.image.clone())
+        .collect();
+    Some(PodInfo {
+        namespace: m.namespace.clone()?,
+        name: m.name.clone()?,
+        uid: m.uid.clone(),
+        controlled: m
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true)),
+        created: m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        pull_secrets: p
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .map(|l| l.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default(),
+        stuck_images,
+    })
 }
 
 #[cfg(test)]
@@ -523,10 +650,16 @@ registries:
     }
 
     fn create(ns: &str, name: &str, src: SecretRef) -> Action {
+        let registry = match src.name.as_str() {
+            "tcr-src" => "tcr",
+            "ghcr-pull" => "ghcr",
+            other => other,
+        };
         Action::Create {
             namespace: ns.into(),
             name: name.into(),
-            source: src,
+            source: src.clone(),
+            registry: registry.into(),
         }
     }
 
@@ -580,6 +713,7 @@ registries:
             namespace: n.into(),
             name: "tcr-pull".into(),
             source: r("creds", "tcr-src"),
+            registry: "tcr".into(),
             resource_version: Some("7".into()),
         };
         assert_eq!(p.actions, vec![upd("team-b"), upd("team-c")]);
@@ -599,6 +733,7 @@ registries:
             namespace: "team-a".into(),
             name: "tcr-pull".into(),
             source: r("creds", "tcr-src"),
+            registry: "tcr".into(),
             resource_version: Some("7".into()),
             uid: Some("u".into()),
         }));
@@ -795,9 +930,9 @@ registries:
                 },
             ),
         ]);
-        let labels: HashMap<String, BTreeMap<String, String>> = ["team-a", "team-b"]
+        let namespaces: HashMap<String, NamespaceInfo> = ["team-a", "team-b"]
             .iter()
-            .map(|n| (n.to_string(), ns(n, true).labels))
+            .map(|n| (n.to_string(), ns(n, true)))
             .collect();
         let pod =
             |name: &str, ns: &str, controlled: bool, secrets: &[&str], created: i64, img: &str| {
@@ -827,7 +962,7 @@ registries:
             ),
             pod("unowned-copy", "team-b", true, &[], 200, img),
         ];
-        let got: Vec<String> = stuck_pods(&c, &pods, &labels, &existing)
+        let got: Vec<String> = stuck_pods(&c, &pods, &namespaces, &existing)
             .into_iter()
             .map(|p| p.name)
             .collect();
@@ -836,6 +971,121 @@ registries:
             repair_stuck_pods: false,
             ..c
         };
-        assert!(stuck_pods(&off, &pods, &labels, &existing).is_empty());
+        assert!(stuck_pods(&off, &pods, &namespaces, &existing).is_empty());
+    }
+
+    #[test]
+    fn one_deliverer_per_secret_and_namespace() {
+        let text = r#"
+registries:
+  - {name: a, match: ["a.io"], secret: s, source: {namespace: c, name: a}, namespaces: {include: ["team-*"]}}
+  - {name: b, match: ["b.io"], secret: s, source: {namespace: c, name: b}}
+  - {name: manual, match: ["m.io"], secret: m}
+"#;
+        let c = Config::parse(text, "t").unwrap();
+        let name_of = |ns: &str, secret: &str| {
+            deliverer(&c, &ns_named(ns), secret).map(|(_, r)| r.name.clone())
+        };
+        // the first in-scope entry wins; scope decides, not just the name
+        assert_eq!(name_of("team-x", "s").as_deref(), Some("a"));
+        assert_eq!(name_of("other", "s").as_deref(), Some("b"));
+        // no source: nobody delivers it
+        assert_eq!(name_of("team-x", "m"), None);
+        // the plan uses the same answer
+        let s = HashMap::from([
+            (r("c", "a"), valid(TYPE_DOCKERCONFIGJSON, "a.io")),
+            (r("c", "b"), valid(TYPE_DOCKERCONFIGJSON, "b.io")),
+        ]);
+        let p = plan(
+            &c,
+            &[ns_named("team-x"), ns_named("other")],
+            &HashMap::new(),
+            &s,
+        );
+        for ((ns, secret), &i) in &p.desired {
+            assert_eq!(
+                deliverer(&c, &ns_named(ns), secret).map(|(w, _)| w),
+                Some(i)
+            );
+        }
+        assert_eq!(p.desired.len(), 2);
+    }
+
+    fn ns_named(name: &str) -> NamespaceInfo {
+        NamespaceInfo {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sa_patch_appends_or_adds_whole_list() {
+        use serde_json::json;
+        let p = SaPatch {
+            namespace: "n".into(),
+            service_account: "default".into(),
+            secret: "s".into(),
+            list_absent: false,
+            resource_version: Some("5".into()),
+        };
+        let mut sa =
+            json!({"metadata": {"resourceVersion": "5"}, "imagePullSecrets": [{"name": "keep"}]});
+        json_patch::patch(&mut sa, &sa_patch(&p)).unwrap();
+        assert_eq!(
+            sa["imagePullSecrets"],
+            json!([{"name": "keep"}, {"name": "s"}])
+        );
+        let absent = SaPatch {
+            list_absent: true,
+            ..p.clone()
+        };
+        let mut sa = json!({"metadata": {"resourceVersion": "5"}});
+        json_patch::patch(&mut sa, &sa_patch(&absent)).unwrap();
+        assert_eq!(sa["imagePullSecrets"], json!([{"name": "s"}]));
+        // a changed object fails the test instead of being clobbered
+        let mut sa =
+            json!({"metadata": {"resourceVersion": "6"}, "imagePullSecrets": [{"name": "new"}]});
+        assert!(json_patch::patch(&mut sa, &sa_patch(&absent)).is_err());
+    }
+
+    #[test]
+    fn copies_carry_label_source_and_hash() {
+        let s = k8s_openapi::api::core::v1::Secret {
+            type_: Some(TYPE_DOCKERCONFIGJSON.into()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".into(),
+                ByteString(br#"{"auths":{"r.io":{"auth":"dTpw"}}}"#.to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let v = crate::sync::source::validate(&s).unwrap();
+        let c = build_copy("n", "copy", &r("c", "src"), &v);
+        assert!(is_managed(&c));
+        let a = c.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[SOURCE_ANNOTATION], "c/src");
+        assert_eq!(a[VERSION_ANNOTATION], v.hash);
+        assert_eq!((c.type_.clone(), c.data.clone()), (s.type_, s.data));
+        // the cache's summary of a fresh copy needs no update
+        let (_, e) = crate::sync::cache::secret_info(&c).unwrap();
+        assert_eq!(e.content_hash, v.hash);
+    }
+
+    #[test]
+    fn stuck_containers_are_read_from_status() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "x", "controller": true}]},
+            "spec": {"containers": [{"name": "a", "image": "r.io/a"}], "imagePullSecrets": [{"name": "s"}]},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "a", "image": "r.io/a", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": "ImagePullBackOff"}}},
+                {"name": "b", "image": "r.io/b", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }))
+        .unwrap();
+        let i = pod_info(&pod).unwrap();
+        assert!(i.controlled);
+        assert_eq!(i.stuck_images, vec!["r.io/a"]);
+        assert_eq!(i.pull_secrets, vec!["s"]);
     }
 }

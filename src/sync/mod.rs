@@ -1,33 +1,48 @@
 //! Credential delivery: keeps each registry entry's source pull secret copied into every
 //! namespace in its scope, refreshed on rotation and removed when no longer wanted.
 //!
-//! `desired` decides (pure), `source` validates, `cache` holds what the watches saw and
-//! answers the webhook, `controller` executes the decisions on the Lease holder (`lease`).
+//! One job per file:
+//! - `desired` decides, purely: the plan, who delivers which secret where, conversions;
+//! - `source` validates a source secret;
+//! - `cache` holds what the watches saw and answers the webhook;
+//! - `lease` elects the one writer;
+//! - `reconcile` runs the plan on the Lease holder, through `writes` (every request,
+//!   conflict-safe) and `report` (logs, Events, once per change);
+//! - `repair` deletes controller-owned pods stuck pulling before their secret existed;
+//! - `ensure` is the admission-time create;
+//! - `run` wires and supervises the tasks; `error` holds the boundary errors.
 
-pub mod cache;
-pub mod controller;
-pub mod desired;
-pub mod lease;
-pub mod source;
+mod cache;
+mod desired;
+mod ensure;
+mod error;
+mod lease;
+mod reconcile;
+mod repair;
+mod report;
+mod run;
+mod source;
+mod writes;
+
+pub use error::{EnsureError, SyncError};
+pub use run::Running;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use controller::KubeCluster;
-
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
 /// Field manager and Event reporter name.
-pub const FIELD_MANAGER: &str = "pullsecret-injector";
+pub(crate) const FIELD_MANAGER: &str = "pullsecret-injector";
 
-/// Starts the watches, the leader election and the reconciler, and returns the webhook's
-/// view of the cluster. Every replica keeps the caches (for `facts`) and may create
-/// missing copies at admission time; only the holder of the Lease
-/// `pullsecret-injector-sync` in `release_namespace` reconciles. `config_changed` ticking
-/// re-reads `config` (new sources are watched, everything is re-reconciled).
+/// Starts the watches, the leader election and the reconciler. Every replica keeps the
+/// caches (for the webhook's `facts`) and may create missing copies at admission time;
+/// only the holder of the Lease `pullsecret-injector-sync` in `release_namespace`
+/// reconciles. `config_changed` ticking re-reads `config` (new sources are watched,
+/// everything is re-reconciled). The caller must watch [`Running::failed`] and stop the
+/// process when it resolves.
 pub async fn start(
     client: kube::Client,
     config: Arc<ArcSwap<Config>>,
@@ -35,29 +50,8 @@ pub async fn start(
     metrics: Arc<Metrics>,
     identity: String,
     release_namespace: String,
-) -> anyhow::Result<Arc<dyn Cluster>> {
-    let c = start_cluster(
-        client,
-        config,
-        config_changed,
-        metrics,
-        identity,
-        release_namespace,
-    )
-    .await?;
-    Ok(c)
-}
-
-/// As [`start`], keeping the concrete type (tests ask it whether it leads).
-pub async fn start_cluster(
-    client: kube::Client,
-    config: Arc<ArcSwap<Config>>,
-    config_changed: tokio::sync::watch::Receiver<u64>,
-    metrics: Arc<Metrics>,
-    identity: String,
-    release_namespace: String,
-) -> anyhow::Result<Arc<KubeCluster>> {
-    controller::start_inner(
+) -> Result<Running, SyncError> {
+    run::start(
         client,
         config,
         config_changed,

@@ -17,24 +17,24 @@ use sha2::{Digest, Sha256};
 use crate::image::split_host_port;
 use crate::matcher::{Pattern, glob};
 
-pub const TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
-pub const TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+pub(crate) const TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
+pub(crate) const TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
 
 /// A source that passed validation: what a copy must contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidSource {
-    pub type_: String,
-    pub data: BTreeMap<String, ByteString>,
+pub(crate) struct ValidSource {
+    pub(crate) type_: String,
+    pub(crate) data: BTreeMap<String, ByteString>,
     /// [`content_hash`] of `type_` and `data`.
-    pub hash: String,
+    pub(crate) hash: String,
     /// The `auths` keys (or top-level keys for `dockercfg`), as written.
-    pub auth_keys: Vec<String>,
+    pub(crate) auth_keys: Vec<String>,
 }
 
 /// Hash of a secret's type and data. Stored on copies instead of the source's
 /// resourceVersion so every replica computes the same value and a copy edited by hand is
 /// detected (its own content no longer hashes to the annotation's value).
-pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String {
+pub(crate) fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String {
     let mut h = Sha256::new();
     h.update(type_.as_bytes());
     h.update([0u8]);
@@ -49,7 +49,7 @@ pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String 
 
 /// Checks type, key, JSON layout and every entry's `auth`, the way the kubelet would read
 /// them, and returns what to copy.
-pub fn validate(secret: &Secret) -> Result<ValidSource, String> {
+pub(crate) fn validate(secret: &Secret) -> Result<ValidSource, String> {
     let type_ = secret.type_.as_deref().unwrap_or("Opaque");
     let key = match type_ {
         TYPE_DOCKERCONFIGJSON => ".dockerconfigjson",
@@ -145,17 +145,17 @@ fn check_entry(_server: &str, entry: &Value) -> Result<(), String> {
 
 /// An `auths` key as the kubelet indexes it (reference §2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthKey {
+pub(crate) struct AuthKey {
     /// Host labels, as written (the kubelet compares case-sensitively).
-    pub labels: Vec<String>,
-    pub port: Option<String>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) port: Option<String>,
     /// Raw path prefix without the leading '/', empty for none.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 /// Strips the scheme and a leading `/v1/` or `/v2/`, then splits host, port and path.
 /// `None` when the kubelet would skip the key (no host).
-pub fn parse_auth_key(key: &str) -> Option<AuthKey> {
+pub(crate) fn parse_auth_key(key: &str) -> Option<AuthKey> {
     let rest = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
@@ -195,7 +195,7 @@ pub fn parse_auth_key(key: &str) -> Option<AuthKey> {
 /// a raw prefix of the pattern's path. A key `index.docker.io` (what
 /// `https://index.docker.io/v1/` becomes) covers `docker.io` patterns, as the kubelet's Hub
 /// fallback does. The pattern `*` is never covered. Reported as a warning, never an error.
-pub fn uncovered_patterns(patterns: &[Pattern], auth_keys: &[String]) -> Vec<String> {
+pub(crate) fn uncovered_patterns(patterns: &[Pattern], auth_keys: &[String]) -> Vec<String> {
     let keys: Vec<AuthKey> = auth_keys.iter().filter_map(|k| parse_auth_key(k)).collect();
     patterns
         .iter()

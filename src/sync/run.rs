@@ -1,0 +1,344 @@
+//! Task wiring and supervision. Every task the controller needs is started here into one
+//! `JoinSet`, and [`Running::failed`] resolves the moment any of them ends: none is meant
+//! to end while the process runs, so an ending (a panic included) is a fault the caller
+//! turns into a non-zero exit. Nothing is spawned detached.
+//!
+//! Tasks: the namespace watch, one secret watch per pull-secret type, the config
+//! follower (which owns the per-source watches and the ServiceAccount watch, started and
+//! stopped as the config changes), the election, the reconciler and the Event publisher.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::runtime::events::{Recorder, Reporter as EventReporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::cache::{Cache, WATCHED_TYPES};
+use super::desired::source_string;
+use super::ensure;
+use super::error::{EnsureError, SyncError};
+use super::lease::{Election, Leadership};
+use super::reconcile::Reconciler;
+use super::repair::Repair;
+use super::report::{self, Reporter};
+use super::writes::Writer;
+use crate::admission::NamespaceFacts;
+use crate::cluster::{BoxFuture, Cluster};
+use crate::config::{Config, SecretRef};
+use crate::metrics::Metrics;
+
+/// The webhook's view of the cluster, backed by the caches.
+pub(crate) struct KubeCluster {
+    cache: Arc<Cache>,
+    writer: Arc<Writer>,
+    leadership: Leadership,
+}
+
+impl Cluster for KubeCluster {
+    fn facts(&self, namespace: &str) -> NamespaceFacts {
+        self.cache.facts(namespace)
+    }
+
+    fn ensure_secrets<'a>(
+        &'a self,
+        config: &'a Config,
+        namespace: &'a str,
+        secrets: &'a [String],
+    ) -> BoxFuture<'a, Result<(), EnsureError>> {
+        Box::pin(ensure::ensure(
+            &self.cache,
+            &self.writer,
+            config,
+            namespace,
+            secrets,
+        ))
+    }
+
+    /// Caches listed, and the API server answered a Lease round within the renew
+    /// deadline: a replica that cannot reach the API server says so.
+    fn ready(&self) -> bool {
+        self.cache.ready() && self.leadership.reachable()
+    }
+}
+
+/// The supervised tasks, by name.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, f: impl Future<Output = ()> + Send + 'static) {
+        let h = self.set.spawn(f);
+        self.names.insert(h.id(), name);
+    }
+
+    fn name(&self, id: tokio::task::Id) -> &'static str {
+        self.names.get(&id).copied().unwrap_or("unknown")
+    }
+}
+
+/// The running controller.
+pub struct Running {
+    cluster: Arc<KubeCluster>,
+    tasks: Tasks,
+    client: Client,
+    namespace: String,
+    identity: String,
+}
+
+impl Running {
+    pub fn cluster(&self) -> Arc<dyn Cluster> {
+        self.cluster.clone()
+    }
+
+    /// Resolves when a task ends, which is always a fault.
+    pub async fn failed(&mut self) -> SyncError {
+        match self.tasks.set.join_next_with_id().await {
+            Some(Ok((id, ()))) => SyncError::TaskEnded {
+                task: self.tasks.name(id),
+            },
+            Some(Err(e)) => {
+                let task = self.tasks.name(e.id());
+                let message = match e.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-text panic".into()),
+                    Err(e) => e.to_string(),
+                };
+                SyncError::TaskPanicked { task, message }
+            }
+            None => SyncError::TaskEnded { task: "all" },
+        }
+    }
+
+    /// Stops every task and, if this replica leads, gives the Lease up so a standby takes
+    /// over at once.
+    pub async fn shutdown(mut self) {
+        self.tasks.set.shutdown().await;
+        if let Err(e) = Election::release(
+            self.client.clone(),
+            &self.namespace,
+            &self.identity,
+            &self.cluster.leadership,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not release the sync lease; a standby takes over when it expires");
+        }
+    }
+}
+
+pub(crate) async fn start(
+    client: Client,
+    config: Arc<ArcSwap<Config>>,
+    config_changed: watch::Receiver<u64>,
+    metrics: Arc<Metrics>,
+    identity: String,
+    release_namespace: String,
+) -> Result<Running, SyncError> {
+    if identity.is_empty() {
+        return Err(SyncError::NoIdentity);
+    }
+    let cache = Arc::new(Cache::default());
+    let (reporter, events) = Reporter::new(metrics.clone(), cache.clone());
+    let reporter = Arc::new(reporter);
+    let writer = Arc::new(Writer::new(
+        client.clone(),
+        metrics.clone(),
+        reporter.clone(),
+    ));
+    let leadership = Leadership::default();
+    let mut tasks = Tasks::default();
+
+    {
+        let cache = cache.clone();
+        let api = Api::<Namespace>::all(client.clone());
+        tasks.spawn(
+            "namespace watch",
+            watch_into(api, watcher::Config::default(), "namespaces", move |ev| {
+                cache.apply_namespace(ev)
+            }),
+        );
+    }
+    for (slot, type_) in WATCHED_TYPES.iter().enumerate() {
+        let cache = cache.clone();
+        let api = Api::<Secret>::all(client.clone());
+        let cfg = watcher::Config::default().fields(&format!("type={type_}"));
+        tasks.spawn(
+            "secret watch",
+            watch_into(api, cfg, "secrets", move |ev| cache.apply_secret(slot, ev)),
+        );
+    }
+    tasks.spawn(
+        "config follower",
+        follow_config(
+            client.clone(),
+            cache.clone(),
+            config.clone(),
+            config_changed.clone(),
+        ),
+    );
+    {
+        let election = Election::new(
+            client.clone(),
+            &release_namespace,
+            identity.clone(),
+            leadership.clone(),
+            metrics.clone(),
+        );
+        tasks.spawn("leader election", election.run());
+    }
+    {
+        let reconciler = Reconciler {
+            config,
+            cache: cache.clone(),
+            writer: writer.clone(),
+            reporter,
+            leadership: leadership.clone(),
+            metrics,
+            repair: Repair::default(),
+        };
+        tasks.spawn("reconciler", reconciler.run(config_changed));
+    }
+    {
+        let recorder = Recorder::new(
+            client.clone(),
+            EventReporter {
+                controller: super::FIELD_MANAGER.into(),
+                instance: Some(identity.clone()),
+            },
+        );
+        tasks.spawn("event publisher", report::publish(recorder, events));
+    }
+    Ok(Running {
+        cluster: Arc::new(KubeCluster {
+            cache,
+            writer,
+            leadership,
+        }),
+        tasks,
+        client,
+        namespace: release_namespace,
+        identity,
+    })
+}
+
+/// Feeds one watch into `f` forever; errors are logged and retried with kube-runtime's
+/// default backoff (the stream never ends by itself).
+async fn watch_into<K, F>(api: Api<K>, cfg: watcher::Config, what: &'static str, mut f: F)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: FnMut(watcher::Event<K>) + Send + 'static,
+{
+    let mut s = watcher(api, cfg).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        match ev {
+            Ok(ev) => f(ev),
+            Err(e) => {
+                tracing::warn!(error = %e, watch = what, "watch failed; retrying with backoff")
+            }
+        }
+    }
+}
+
+/// Keeps one watch per configured source (started and stopped as the config changes),
+/// and starts the ServiceAccount watch the first time any entry names service accounts
+/// (so clusters not using the option need no RBAC for it). Ends only if one of its own
+/// watches ends, which the supervisor treats as a fault.
+async fn follow_config(
+    client: Client,
+    cache: Arc<Cache>,
+    config: Arc<ArcSwap<Config>>,
+    mut changed: watch::Receiver<u64>,
+) {
+    let mut watches: JoinSet<()> = JoinSet::new();
+    let mut sources: HashMap<SecretRef, AbortHandle> = HashMap::new();
+    let mut config_open = true;
+    loop {
+        let cfg = config.load_full();
+        let wanted: HashSet<SecretRef> = cfg
+            .registries
+            .iter()
+            .filter_map(|r| r.source.clone())
+            .collect();
+        sources.retain(|r, h| {
+            let keep = wanted.contains(r);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        cache.forget_sources_except(&wanted);
+        for r in wanted {
+            if sources.contains_key(&r) {
+                continue;
+            }
+            let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+            let cache = cache.clone();
+            let key = r.clone();
+            let h = watches.spawn(async move {
+                let mut s = watcher::watch_object(api, &key.name)
+                    .default_backoff()
+                    .boxed();
+                while let Some(item) = s.next().await {
+                    match item {
+                        Ok(obj) => cache.set_source(&key, obj),
+                        Err(e) => {
+                            tracing::warn!(error = %e, source = %source_string(&key), "source watch failed; retrying")
+                        }
+                    }
+                }
+            });
+            sources.insert(r, h);
+        }
+        let needs_accounts = cfg
+            .registries
+            .iter()
+            .any(|r| !r.service_accounts.is_empty());
+        if needs_accounts && cache.start_watching_accounts() {
+            let api = Api::<ServiceAccount>::all(client.clone());
+            let cache = cache.clone();
+            watches.spawn(async move {
+                watch_into(
+                    api,
+                    watcher::Config::default(),
+                    "serviceaccounts",
+                    move |ev| cache.apply_account(ev),
+                )
+                .await
+            });
+        }
+        cache.changed.notify_one();
+        loop {
+            tokio::select! {
+                r = changed.changed(), if config_open => {
+                    config_open = r.is_ok();
+                    if config_open {
+                        break;
+                    }
+                }
+                Some(done) = watches.join_next() => match done {
+                    Err(e) if e.is_cancelled() => {}
+                    // Its own watch ended: end too, so the supervisor sees it.
+                    _ => {
+                        tracing::error!("a source or serviceaccount watch ended");
+                        return;
+                    }
+                },
+                // No config changes can come any more and no watch runs: idle.
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
