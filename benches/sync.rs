@@ -1,0 +1,2 @@
+//! Placeholder replaced by the sync benchmark (see benches/BENCHMARKS.md).
+fn main() {}
