@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::config::{Config, Registry, SecretRef};
 use crate::image;
 
-use super::source::ValidSource;
+use super::source::{InvalidSource, ValidSource};
 
 pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub(crate) const MANAGED_BY_VALUE: &str = "pullsecret-injector";
@@ -51,7 +51,7 @@ pub(crate) struct ExistingSecret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SourceState {
     Missing,
-    Invalid(String),
+    Invalid(InvalidSource),
     Valid(ValidSource),
 }
 
@@ -131,7 +131,7 @@ pub(crate) enum Problem {
     SourceInvalid {
         registry: String,
         source: SecretRef,
-        reason: String,
+        reason: InvalidSource,
     },
     /// The source holds no `auths` key for some of the entry's patterns.
     Uncovered {
@@ -815,7 +815,7 @@ registries:
     fn invalid_or_missing_source_writes_nothing_and_keeps_copies() {
         let c = cfg();
         let mut s = sources();
-        s.insert(r("creds", "tcr-src"), SourceState::Invalid("bad".into()));
+        s.insert(r("creds", "tcr-src"), SourceState::Invalid(InvalidSource::NoRegistries(".dockerconfigjson")));
         s.remove(&r("creds", "ghcr-pull"));
         let existing = HashMap::from([(k("team-a", "tcr-pull"), copy("creds/tcr-src", "old"))]);
         let p = plan(&c, &[ns("team-a", true), ns("team-b", true)], &existing, &s);
@@ -826,7 +826,7 @@ registries:
                 Problem::SourceInvalid {
                     registry: "tcr".into(),
                     source: r("creds", "tcr-src"),
-                    reason: "bad".into()
+                    reason: InvalidSource::NoRegistries(".dockerconfigjson")
                 },
                 Problem::SourceMissing {
                     registry: "ghcr".into(),

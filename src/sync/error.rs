@@ -33,7 +33,10 @@ pub(crate) enum DeliveryError {
     #[error("source {} does not exist", super::desired::source_string(.0))]
     SourceMissing(SecretRef),
     #[error("source {} is not a usable pull secret: {reason}", super::desired::source_string(.secret))]
-    SourceInvalid { secret: SecretRef, reason: String },
+    SourceInvalid {
+        secret: SecretRef,
+        reason: super::source::InvalidSource,
+    },
     #[error(transparent)]
     Write(#[from] WriteError),
 }

@@ -47,18 +47,59 @@ pub(crate) fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> 
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Why a source secret cannot be copied: what the kubelet would make of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidSource {
+    #[error("type is {0:?}; the kubelet only reads {TYPE_DOCKERCONFIGJSON} or {TYPE_DOCKERCFG}")]
+    WrongType(String),
+    #[error("key {0} is missing or empty")]
+    MissingKey(&'static str),
+    #[error("{key} is not JSON: {reason}")]
+    NotJson { key: &'static str, reason: String },
+    #[error("{0}: \"auths\" must be an object")]
+    AuthsNotObject(&'static str),
+    #[error("{0} has no \"auths\" object, so it yields no credentials")]
+    NoAuths(&'static str),
+    #[error(
+        "{0} uses the config.json layout ({{\"auths\": …}}); a dockercfg secret needs \
+         the registry map at the top level (or use type {TYPE_DOCKERCONFIGJSON})"
+    )]
+    ConfigJsonLayout(&'static str),
+    #[error("{0} must be a JSON object")]
+    NotObject(&'static str),
+    #[error("{0} names no registries")]
+    NoRegistries(&'static str),
+    #[error("{key}: entry {server:?}: {why}")]
+    Entry {
+        key: &'static str,
+        server: String,
+        why: BadEntry,
+    },
+}
+
+/// What is wrong with one registry entry of a source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadEntry {
+    #[error("must be an object")]
+    NotObject,
+    #[error("{0} must be a string")]
+    NotString(&'static str),
+    #[error("auth is not base64 ({0}); the kubelet would fail every pull of the pod")]
+    NotBase64(String),
+    #[error("auth does not decode to user:password")]
+    NoColon,
+    #[error("has neither auth nor username/password")]
+    NoCredentials,
+}
+
 /// Checks type, key, JSON layout and every entry's `auth`, the way the kubelet would read
 /// them, and returns what to copy.
-pub(crate) fn validate(secret: &Secret) -> Result<ValidSource, String> {
+pub(crate) fn validate(secret: &Secret) -> Result<ValidSource, InvalidSource> {
     let type_ = secret.type_.as_deref().unwrap_or("Opaque");
     let key = match type_ {
         TYPE_DOCKERCONFIGJSON => ".dockerconfigjson",
         TYPE_DOCKERCFG => ".dockercfg",
-        other => {
-            return Err(format!(
-                "type is {other:?}; the kubelet only reads {TYPE_DOCKERCONFIGJSON} or {TYPE_DOCKERCFG}"
-            ));
-        }
+        other => return Err(InvalidSource::WrongType(other.to_string())),
     };
     let mut data = secret.data.clone().unwrap_or_default();
     // stringData is write-only on the server, but a Secret built in memory may use it.
@@ -69,35 +110,35 @@ pub(crate) fn validate(secret: &Secret) -> Result<ValidSource, String> {
     }
     let raw = match data.get(key) {
         Some(v) if !v.0.is_empty() => &v.0,
-        _ => return Err(format!("key {key} is missing or empty")),
+        _ => return Err(InvalidSource::MissingKey(key)),
     };
-    let json: Value = serde_json::from_slice(raw).map_err(|e| format!("{key} is not JSON: {e}"))?;
+    let json: Value = serde_json::from_slice(raw).map_err(|e| InvalidSource::NotJson {
+        key,
+        reason: e.to_string(),
+    })?;
     let entries = match (type_, &json) {
         (TYPE_DOCKERCONFIGJSON, Value::Object(o)) => match o.get("auths") {
             Some(Value::Object(a)) => a,
-            Some(_) => return Err(format!("{key}: \"auths\" must be an object")),
-            None => {
-                return Err(format!(
-                    "{key} has no \"auths\" object, so it yields no credentials"
-                ));
-            }
+            Some(_) => return Err(InvalidSource::AuthsNotObject(key)),
+            None => return Err(InvalidSource::NoAuths(key)),
         },
         (_, Value::Object(o)) => {
             if o.contains_key("auths") {
-                return Err(format!(
-                    "{key} uses the config.json layout ({{\"auths\": …}}); a dockercfg secret needs \
-                     the registry map at the top level (or use type {TYPE_DOCKERCONFIGJSON})"
-                ));
+                return Err(InvalidSource::ConfigJsonLayout(key));
             }
             o
         }
-        _ => return Err(format!("{key} must be a JSON object")),
+        _ => return Err(InvalidSource::NotObject(key)),
     };
     if entries.is_empty() {
-        return Err(format!("{key} names no registries"));
+        return Err(InvalidSource::NoRegistries(key));
     }
     for (server, entry) in entries {
-        check_entry(server, entry).map_err(|why| format!("{key}: entry {server:?}: {why}"))?;
+        check_entry(entry).map_err(|why| InvalidSource::Entry {
+            key,
+            server: server.clone(),
+            why,
+        })?;
     }
     let hash = content_hash(type_, &data);
     Ok(ValidSource {
@@ -108,25 +149,25 @@ pub(crate) fn validate(secret: &Secret) -> Result<ValidSource, String> {
     })
 }
 
-fn check_entry(_server: &str, entry: &Value) -> Result<(), String> {
+fn check_entry(entry: &Value) -> Result<(), BadEntry> {
     let Value::Object(o) = entry else {
-        return Err("must be an object".into());
+        return Err(BadEntry::NotObject);
     };
     for f in ["username", "password", "email", "auth"] {
         if let Some(v) = o.get(f)
             && !v.is_string()
             && !v.is_null()
         {
-            return Err(format!("{f} must be a string"));
+            return Err(BadEntry::NotString(f));
         }
     }
     match o.get("auth").and_then(Value::as_str) {
         Some(a) if !a.is_empty() => {
-            let dec = STANDARD_PAD_INDIFFERENT.decode(a).map_err(|e| {
-                format!("auth is not base64 ({e}); the kubelet would fail every pull of the pod")
-            })?;
+            let dec = STANDARD_PAD_INDIFFERENT
+                .decode(a)
+                .map_err(|e| BadEntry::NotBase64(e.to_string()))?;
             if !dec.contains(&b':') {
-                return Err("auth does not decode to user:password".into());
+                return Err(BadEntry::NoColon);
             }
         }
         _ => {
@@ -136,7 +177,7 @@ fn check_entry(_server: &str, entry: &Value) -> Result<(), String> {
                     .is_some_and(|s| !s.is_empty())
             };
             if !has("username") && !has("password") {
-                return Err("has neither auth nor username/password".into());
+                return Err(BadEntry::NoCredentials);
             }
         }
     }
@@ -357,7 +398,7 @@ mod tests {
             ),
         ];
         for (t, k, j, want) in cases {
-            let e = validate(&secret(t, k, j)).unwrap_err();
+            let e = validate(&secret(t, k, j)).unwrap_err().to_string();
             assert!(e.contains(want), "{t} {k} {j}: {e}");
         }
     }
