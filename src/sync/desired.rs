@@ -815,7 +815,10 @@ registries:
     fn invalid_or_missing_source_writes_nothing_and_keeps_copies() {
         let c = cfg();
         let mut s = sources();
-        s.insert(r("creds", "tcr-src"), SourceState::Invalid(InvalidSource::NoRegistries(".dockerconfigjson")));
+        s.insert(
+            r("creds", "tcr-src"),
+            SourceState::Invalid(InvalidSource::NoRegistries(".dockerconfigjson")),
+        );
         s.remove(&r("creds", "ghcr-pull"));
         let existing = HashMap::from([(k("team-a", "tcr-pull"), copy("creds/tcr-src", "old"))]);
         let p = plan(&c, &[ns("team-a", true), ns("team-b", true)], &existing, &s);
