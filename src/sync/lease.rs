@@ -125,6 +125,10 @@ impl Leadership {
         gained
     }
 
+    fn contact(&self, started: Instant) {
+        self.lock().last_contact = Some(started);
+    }
+
     /// Stops writing now (shutdown, or a round that could not tell).
     fn revoke(&self) {
         self.lock().until = None;
@@ -295,7 +299,13 @@ impl Election {
             }
             // Leadership keeps its deadline: one failed round is not a reason to stop
             // early, and the deadline ends it if the failures go on.
-            Err(e) => tracing::warn!(error = %e, "leader election round failed"),
+            Err(e) => {
+                if matches!(e, LeaseError::Api(kube::Error::Api(_))) {
+                    // Refused (RBAC, say), but the API server answered: it is reachable.
+                    self.leadership.contact(started);
+                }
+                tracing::warn!(error = %e, "leader election round failed")
+            }
         }
         result
     }
