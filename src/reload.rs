@@ -19,6 +19,21 @@ fn fingerprint(paths: &[PathBuf]) -> Option<[u8; 32]> {
     Some(h.finalize().into())
 }
 
+/// Whether an event can mean new content. notify's inotify backend also reports opens,
+/// reads and read-only closes (`IN_OPEN`, `IN_ACCESS`, `IN_CLOSE_NOWRITE`); reacting to
+/// them made the watcher feed itself, since `fingerprint` opens the watched files. A
+/// close after writing is kept: it is how an in-place edit finishes. Errors are kept too
+/// (the poll re-reads anyway).
+fn may_change_content(ev: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Calls `reload` whenever the content of `paths` changes. `reload` returns an error
 /// message to keep the old state; it is retried on the next change only.
 pub fn spawn<F>(
@@ -32,8 +47,10 @@ where
 {
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.as_ref().is_ok_and(may_change_content) {
+                let _ = tx.try_send(());
+            }
         });
         let _watcher = match watcher {
             Ok(mut w) => {

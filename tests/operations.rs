@@ -163,6 +163,67 @@ async fn config_reload_applies_good_configs_and_keeps_the_old_on_bad_ones() {
     );
 }
 
+/// The reload watcher must not feed itself: reading the watched files to compare them
+/// opens them, and inotify reports opens. An idle server opens its config about once per
+/// 10 s poll, not dozens of times a second; an edit still reloads at once (well before
+/// the next poll).
+#[tokio::test]
+async fn an_idle_server_does_not_keep_opening_its_files() {
+    use notify::event::AccessKind;
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let server = Server::start(CONFIG, &[]);
+    // Let start-up reads (the first poll tick included) pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let opens = Arc::new(AtomicUsize::new(0));
+    let counted = opens.clone();
+    let config_name = server.config_path.file_name().unwrap().to_owned();
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && matches!(ev.kind, EventKind::Access(AccessKind::Open(_)))
+            && ev.paths.iter().any(|p| p.file_name() == Some(&config_name))
+        {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .unwrap();
+    w.watch(server.dir.path(), RecursiveMode::NonRecursive)
+        .unwrap();
+    // The counter itself works: our own open is seen.
+    std::fs::read(&server.config_path).unwrap();
+    let window = Duration::from_secs(3);
+    let start = Instant::now();
+    while opens.load(Ordering::Relaxed) == 0 && start.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        opens.load(Ordering::Relaxed) >= 1,
+        "the watcher in this test sees no opens at all"
+    );
+    opens.store(0, Ordering::Relaxed);
+    tokio::time::sleep(window).await;
+    let idle = opens.load(Ordering::Relaxed);
+    // At most one poll falls in the window.
+    assert!(
+        idle <= 1,
+        "{idle} opens of the config in {window:?} while idle"
+    );
+
+    std::fs::write(
+        &server.config_path,
+        CONFIG.replace("secret: ghcr-acme", "secret: ghcr-rotated"),
+    )
+    .unwrap();
+    let c = server.client();
+    let start = Instant::now();
+    while injected(&server, &c, "ghcr.io/acme/x:1").await != ["ghcr-rotated"] {
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "an edit was not picked up by the watcher (only the 10 s poll would)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Writes a volume the way the kubelet writes the chart's projected volume:
 /// `tls -> ..data/tls`, `..data -> ..gen<N>`, swapped atomically by a rename.
 fn write_secret_volume(dir: &Path, generation: u32, cert: &str, key: &str) {
