@@ -98,7 +98,7 @@ fn matcher_matches(bencher: Bencher, entries: usize) {
     let mut i = 0;
     bencher.bench_local(|| {
         i = (i + 1) % images.len();
-        cfg.matcher.matches(black_box(&images[i]))
+        cfg.matcher().matches(black_box(&images[i]))
     });
 }
 

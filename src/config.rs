@@ -18,10 +18,10 @@ use crate::matcher::{Matcher, Pattern, glob};
 /// `FILE:LINE:COL: reason` — the one error shape `check` prints and reload logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub file: String,
-    pub line: u64,
-    pub col: u64,
-    pub reason: String,
+    pub(crate) file: String,
+    pub(crate) line: u64,
+    pub(crate) col: u64,
+    pub(crate) reason: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -165,9 +165,8 @@ struct RawOverride {
 /// Namespace globs plus an optional label selector; all given conditions must hold.
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceScope {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub selector: Option<LabelSelector>,
+    pub(crate) include: Vec<String>,
+    pub(crate) exclude: Vec<String>,
     compiled_selector: Option<Selector>,
 }
 
@@ -196,37 +195,37 @@ impl NamespaceScope {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SecretRef {
-    pub namespace: String,
-    pub name: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pub name: String,
-    pub patterns: Vec<Pattern>,
-    pub secret: String,
-    pub always_pull: bool,
-    pub namespaces: NamespaceScope,
-    pub source: Option<SecretRef>,
-    pub service_accounts: Vec<String>,
+    pub(crate) name: String,
+    pub(crate) patterns: Vec<Pattern>,
+    pub(crate) secret: String,
+    pub(crate) always_pull: bool,
+    pub(crate) namespaces: NamespaceScope,
+    pub(crate) source: Option<SecretRef>,
+    pub(crate) service_accounts: Vec<String>,
 }
 
 /// One set of registry rules (global, or an override's merged result).
 #[derive(Debug, Clone)]
 pub struct Rules {
-    pub mode: PolicyMode,
+    pub(crate) mode: PolicyMode,
     /// `None` = every registry is allowed (only `deny` applies).
-    pub allow: Option<Matcher<()>>,
-    pub deny: Matcher<()>,
-    pub require_always_pull: PullScope,
+    pub(crate) allow: Option<Matcher<()>>,
+    pub(crate) deny: Matcher<()>,
+    pub(crate) require_always_pull: PullScope,
 }
 
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub global: Rules,
-    pub exempt_namespaces: Vec<String>,
+    pub(crate) global: Rules,
+    pub(crate) exempt_namespaces: Vec<String>,
     /// Namespace globs → rules; first match wins.
-    pub overrides: Vec<(Vec<String>, Rules)>,
+    pub(crate) overrides: Vec<(Vec<String>, Rules)>,
 }
 
 impl Policy {
@@ -246,14 +245,14 @@ impl Policy {
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
-    pub registries: Vec<Registry>,
+    pub(crate) registries: Vec<Registry>,
     /// Pattern → index into `registries`.
-    pub matcher: Matcher<usize>,
-    pub exclude_namespaces: Vec<String>,
-    pub always_pull: PullScope,
-    pub inject_only_if_present: bool,
-    pub repair_stuck_pods: bool,
-    pub policy: Option<Policy>,
+    pub(crate) matcher: Matcher<usize>,
+    pub(crate) exclude_namespaces: Vec<String>,
+    pub(crate) always_pull: PullScope,
+    pub(crate) inject_only_if_present: bool,
+    pub(crate) repair_stuck_pods: bool,
+    pub(crate) policy: Option<Policy>,
 }
 
 impl Config {
@@ -289,6 +288,11 @@ impl Config {
             })?
         };
         Compiler { file }.compile(raw)
+    }
+
+    /// The compiled patterns (pattern → index of its registry entry).
+    pub fn matcher(&self) -> &Matcher<usize> {
+        &self.matcher
     }
 
     pub fn is_namespace_excluded(&self, namespace: &str) -> bool {
@@ -450,18 +454,16 @@ impl Compiler<'_> {
     }
 
     fn scope(&self, s: &RawScope, field: &str) -> Result<NamespaceScope, ConfigError> {
-        let (selector, compiled_selector) = match &s.selector {
-            Some(sel) => {
-                let compiled = Selector::try_from(sel.value.clone())
-                    .map_err(|e| self.err(sel, format!("{field}.selector: {e}")))?;
-                (Some(sel.value.clone()), Some(compiled))
-            }
-            None => (None, None),
+        let compiled_selector = match &s.selector {
+            Some(sel) => Some(
+                Selector::try_from(sel.value.clone())
+                    .map_err(|e| self.err(sel, format!("{field}.selector: {e}")))?,
+            ),
+            None => None,
         };
         Ok(NamespaceScope {
             include: self.globs(&s.include, &format!("{field}.include"))?,
             exclude: self.globs(&s.exclude, &format!("{field}.exclude"))?,
-            selector,
             compiled_selector,
         })
     }
