@@ -1,7 +1,6 @@
 //! Command-line interface: wires the modules together, holds no business rules.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use crate::admission::{self, Endpoint, NamespaceFacts};
 use crate::cluster::{Cluster, NoCluster};
 use crate::config::{Config, PolicyMode};
 use crate::metrics::{Metrics, ResultLabels};
+use crate::server::listen::ListenAddr;
 use crate::server::{self, Limits, tls::ReloadingResolver};
 use crate::webhook::Webhook;
 use crate::{certs, manifest, reload};
@@ -95,13 +95,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// A flag given twice takes the last value, so the chart's `extraArgs` can override the
+/// flags the chart itself sets.
 #[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
 pub struct ServeArgs {
     /// Config file; without it the embedded example config is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    #[arg(long, default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
+    /// Webhook address: IP:PORT, localhost:PORT, or :PORT for every IPv4 and IPv6 address.
+    #[arg(long, default_value = ":8443")]
+    pub listen: ListenAddr,
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
@@ -115,8 +119,10 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (only the API server may call).
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
-    #[arg(long, default_value = "0.0.0.0:9090")]
-    pub metrics_listen: SocketAddr,
+    /// Plain-HTTP address of `/metrics`, `/healthz` and `/readyz` (never asks for a client
+    /// certificate, so the kubelet's probes work with `--client-ca`). Same forms as `--listen`.
+    #[arg(long, default_value = ":9090")]
+    pub metrics_listen: ListenAddr,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Do not start the secret-sync controller even when cluster access exists.
@@ -132,7 +138,12 @@ pub struct ServeArgs {
     pub identity: Option<String>,
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Seconds to finish in-flight reviews after SIGTERM.
+    /// Seconds to keep serving after SIGTERM while reporting unready, so the endpoint is
+    /// removed from the Service before the listener closes (the kubelet's SIGTERM and the
+    /// endpoint removal race; ingress controllers wait the same way).
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_delay: u64,
+    /// Seconds to finish in-flight reviews after that.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout: u64,
     /// Seconds the webhook may spend creating a missing pull secret before admitting a pod.
@@ -600,8 +611,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         ..Limits::default()
     };
 
-    let listener = server::bind(args.listen).await?;
-    let metrics_listener = server::bind(args.metrics_listen).await?;
+    let listener = server::listen::bind(args.listen).await?;
+    let metrics_listener = server::listen::bind(args.metrics_listen).await?;
     println!(
         "listening on https://{} (metrics on http://{}/metrics)",
         listener.local_addr()?,
@@ -661,9 +672,21 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let exit_on_stdin_eof = args.exit_on_stdin_eof;
     {
         let stop_tx = stop_tx.clone();
+        let webhook = webhook.clone();
+        let delay = Duration::from_secs(args.shutdown_delay);
         tokio::spawn(async move {
             let why = shutdown_signal(exit_on_stdin_eof).await;
-            tracing::info!(signal = why, "shutdown requested");
+            // Unready first, still serving: the endpoint leaves the Service while
+            // requests routed here meanwhile are answered.
+            webhook
+                .serving
+                .store(false, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                signal = why,
+                delay_seconds = delay.as_secs(),
+                "shutdown requested: unready, serving until the delay ends"
+            );
+            tokio::time::sleep(delay).await;
             let _ = stop_tx.send(true);
         });
     }

@@ -2,6 +2,7 @@
 //! graceful drain. It routes request bodies to a `ReviewHandler` by path and knows nothing
 //! of registries or pods.
 
+pub mod listen;
 pub mod tls;
 
 use std::future::Future;
@@ -115,6 +116,7 @@ pub fn metrics_router<H: ReviewHandler>(handler: Arc<H>) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<H>))
         .with_state(handler)
 }
 
@@ -372,9 +374,7 @@ pub async fn serve_plain(
 
 /// Binds, reporting the address in the error (a busy port is the usual first-run problem).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    listen::bind(listen::ListenAddr::Ip(addr)).await
 }
 
 /// File descriptors kept back from the connection cap for everything else the process

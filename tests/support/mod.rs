@@ -72,6 +72,10 @@ impl Server {
                 cmd.args([flag, "127.0.0.1:0"]);
             }
         }
+        // Tests stop servers at once unless they test the delay itself.
+        if !extra.contains(&"--shutdown-delay") {
+            cmd.args(["--shutdown-delay", "0"]);
+        }
         cmd.arg("--config").arg(&config_path);
         if no_sync {
             cmd.arg("--no-sync");
