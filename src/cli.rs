@@ -125,9 +125,15 @@ pub struct ServeArgs {
     pub metrics_listen: ListenAddr,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Do not start the secret-sync controller even when cluster access exists.
+    /// Write nothing to the cluster (no secret copies, no Lease, no admission-time
+    /// create), but still read namespaces and which pull secrets exist, so namespace
+    /// `selector` scopes and `injectOnlyIfPresent` keep working.
     #[arg(long)]
     pub no_sync: bool,
+    /// Never contact the API server: namespace labels and existing secrets are unknown
+    /// (selectors count as satisfied, `injectOnlyIfPresent` injects).
+    #[arg(long)]
+    pub no_cluster_access: bool,
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Namespace holding the leader-election Lease (the release namespace).
@@ -575,7 +581,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 
     let (config_tx, config_rx) = tokio::sync::watch::channel(0u64);
     let mut sync = None;
-    if args.no_sync {
+    if args.no_cluster_access {
+        tracing::info!("--no-cluster-access: namespace labels and existing secrets unknown");
     } else if args.config.is_none() {
         // The example config names sources; never act on whatever cluster the user's
         // kubeconfig happens to point at just because they tried the quick start.
@@ -747,7 +754,15 @@ async fn start_sync(
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| format!("pullsecret-injector-{}", std::process::id()))
     });
-    tracing::info!(%identity, namespace = %args.release_namespace, "cluster access found: starting secret sync");
+    let access = if args.no_sync {
+        tracing::info!(
+            "cluster access found; --no-sync: reading namespaces and pull secrets, writing nothing"
+        );
+        crate::sync::Access::ReadOnly
+    } else {
+        tracing::info!(%identity, namespace = %args.release_namespace, "cluster access found: starting secret sync");
+        crate::sync::Access::ReadWrite
+    };
     crate::sync::start(
         client,
         config,
@@ -755,6 +770,7 @@ async fn start_sync(
         metrics,
         identity,
         args.release_namespace.clone(),
+        access,
     )
     .await
     .map_err(anyhow::Error::from)

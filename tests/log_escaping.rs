@@ -24,7 +24,7 @@ fn start(format: &str) -> Server {
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--no-sync"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--no-cluster-access"])
         .args(["--log-format", format])
         .arg("--config")
         .arg(&config_path)

@@ -25,7 +25,7 @@ mod source;
 mod writes;
 
 pub use error::{EnsureError, SyncError};
-pub use run::Running;
+pub use run::{Access, Running};
 
 use std::sync::Arc;
 
@@ -37,7 +37,8 @@ use crate::metrics::Metrics;
 /// Field manager and Event reporter name.
 pub(crate) const FIELD_MANAGER: &str = "pullsecret-injector";
 
-/// Starts the watches, the leader election and the reconciler. Every replica keeps the
+/// Starts the watches and, with [`Access::ReadWrite`], the leader election and the
+/// reconciler. Every replica keeps the
 /// caches (for the webhook's `facts`) and may create missing copies at admission time;
 /// only the holder of the Lease `pullsecret-injector-sync` in `release_namespace`
 /// reconciles. `config_changed` ticking re-reads `config` (new sources are watched,
@@ -50,6 +51,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
     identity: String,
     release_namespace: String,
+    access: Access,
 ) -> Result<Running, SyncError> {
     run::start(
         client,
@@ -58,6 +60,7 @@ pub async fn start(
         metrics,
         identity,
         release_namespace,
+        access,
     )
     .await
 }

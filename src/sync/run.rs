@@ -39,6 +39,17 @@ pub(crate) struct KubeCluster {
     cache: Arc<Cache>,
     writer: Arc<Writer>,
     leadership: Leadership,
+    access: Access,
+}
+
+/// What the controller may do with the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Watch namespaces and pull secrets for the webhook's facts; write nothing (no
+    /// copies, no Lease, no admission-time create).
+    ReadOnly,
+    /// Also deliver copies: the election, the reconciler and the admission-time create.
+    ReadWrite,
 }
 
 impl Cluster for KubeCluster {
@@ -52,6 +63,9 @@ impl Cluster for KubeCluster {
         namespace: &'a str,
         secrets: &'a [String],
     ) -> BoxFuture<'a, Result<(), EnsureError>> {
+        if self.access == Access::ReadOnly {
+            return Box::pin(async { Ok(()) });
+        }
         Box::pin(ensure::ensure(
             &self.cache,
             &self.writer,
@@ -61,10 +75,10 @@ impl Cluster for KubeCluster {
         ))
     }
 
-    /// Caches listed, and the API server answered a Lease round within the renew
-    /// deadline: a replica that cannot reach the API server says so.
+    /// Caches listed, and (when it writes) the API server answered a Lease round within
+    /// the renew deadline: a replica that cannot reach the API server says so.
     fn ready(&self) -> bool {
-        self.cache.ready() && self.leadership.reachable()
+        self.cache.ready() && (self.access == Access::ReadOnly || self.leadership.reachable())
     }
 }
 
@@ -126,6 +140,9 @@ impl Running {
     /// over at once.
     pub async fn shutdown(mut self) {
         self.tasks.set.shutdown().await;
+        if self.cluster.access == Access::ReadOnly {
+            return;
+        }
         if let Err(e) = Election::release(
             self.client.clone(),
             &self.namespace,
@@ -146,6 +163,7 @@ pub(crate) async fn start(
     metrics: Arc<Metrics>,
     identity: String,
     release_namespace: String,
+    access: Access,
 ) -> Result<Running, SyncError> {
     if identity.is_empty() {
         return Err(SyncError::NoIdentity);
@@ -179,6 +197,21 @@ pub(crate) async fn start(
             "secret watch",
             watch_into(api, cfg, "secrets", move |ev| cache.apply_secret(slot, ev)),
         );
+    }
+    let cluster = Arc::new(KubeCluster {
+        cache: cache.clone(),
+        writer: writer.clone(),
+        leadership: leadership.clone(),
+        access,
+    });
+    if access == Access::ReadOnly {
+        return Ok(Running {
+            cluster,
+            tasks,
+            client,
+            namespace: release_namespace,
+            identity,
+        });
     }
     tasks.spawn(
         "config follower",
@@ -222,11 +255,7 @@ pub(crate) async fn start(
         tasks.spawn("event publisher", report::publish(recorder, events));
     }
     Ok(Running {
-        cluster: Arc::new(KubeCluster {
-            cache,
-            writer,
-            leadership,
-        }),
+        cluster,
         tasks,
         client,
         namespace: release_namespace,

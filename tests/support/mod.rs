@@ -78,7 +78,8 @@ impl Server {
         }
         cmd.arg("--config").arg(&config_path);
         if no_sync {
-            cmd.arg("--no-sync");
+            // Hermetic: never the developer's own cluster from ~/.kube/config.
+            cmd.arg("--no-cluster-access");
         }
         if !extra.contains(&"--tls-cert") {
             cmd.arg("--self-signed-dir").arg(&certs);
