@@ -66,6 +66,52 @@ pub fn generate(names: &[String], valid_days: i64) -> Result<Bundle> {
     })
 }
 
+/// A CA valid from an hour before `now` (clock skew) until `now + validity`:
+/// (certificate, key) PEM.
+pub fn generate_ca(now: OffsetDateTime, validity: Duration) -> Result<(String, String)> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "pullsecret-injector CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = now - backdate(validity);
+    ca.not_after = now + validity;
+    let key = KeyPair::generate()?;
+    let cert = ca.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A serving certificate for `names`, valid from an hour before `now` until
+/// `now + validity`, signed by the CA given as PEM: (certificate, key) PEM.
+pub fn issue_serving(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    names: &[String],
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<(String, String)> {
+    let key = KeyPair::from_pem(ca_key_pem).context("CA key")?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, key).context("CA certificate")?;
+    sign_leaf_at(
+        &issuer,
+        names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        None,
+        now - backdate(validity),
+        now + validity,
+    )
+}
+
+/// How far before issuance a certificate is valid, for peers whose clock is behind: an
+/// hour, or a quarter of a short lifetime.
+fn backdate(validity: Duration) -> Duration {
+    Duration::hours(1).min(validity / 4)
+}
+
 /// Another certificate from an existing CA: a client certificate (`O=organization`,
 /// `CN=common_name`) for mTLS, or a rotated serving certificate.
 pub fn issue(
@@ -92,6 +138,24 @@ fn sign_leaf(
     valid_days: i64,
 ) -> Result<(String, String)> {
     let now = OffsetDateTime::now_utc();
+    sign_leaf_at(
+        issuer,
+        names,
+        usage,
+        subject,
+        now - Duration::hours(1),
+        now + Duration::days(valid_days.max(1)),
+    )
+}
+
+fn sign_leaf_at(
+    issuer: &Issuer<'_, KeyPair>,
+    names: &[String],
+    usage: ExtendedKeyUsagePurpose,
+    subject: Option<(&str, Option<&str>)>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String)> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     for n in names {
         p.subject_alt_names.push(match n.parse::<IpAddr>() {
@@ -117,8 +181,8 @@ fn sign_leaf(
         KeyUsagePurpose::KeyEncipherment,
     ];
     p.extended_key_usages = vec![usage];
-    p.not_before = now - Duration::hours(1);
-    p.not_after = now + Duration::days(valid_days.max(1));
+    p.not_before = not_before;
+    p.not_after = not_after;
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))

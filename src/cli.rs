@@ -116,6 +116,38 @@ pub struct ServeArgs {
     /// serving key (tls.key) is removed on exit.
     #[arg(long)]
     pub self_signed_dir: Option<PathBuf>,
+    /// Self-managed certificates: keep a CA and serving certificate in this Secret (in
+    /// the release namespace), write the CA bundle into the webhook configurations named
+    /// below, and rotate both before they expire. Needs cluster access.
+    #[arg(long, conflicts_with_all = ["tls_cert", "self_signed_dir", "no_cluster_access"])]
+    pub managed_certs: Option<String>,
+    /// The Service the API server dials (the certificate is for its cluster DNS names).
+    #[arg(
+        long,
+        default_value = "pullsecret-injector",
+        requires = "managed_certs"
+    )]
+    pub managed_certs_service: String,
+    /// More DNS names or IP addresses for the self-managed certificate.
+    #[arg(long, requires = "managed_certs")]
+    pub managed_certs_dns: Vec<String>,
+    /// MutatingWebhookConfiguration whose caBundle the self-managed CA bundle goes into.
+    #[arg(long, requires = "managed_certs")]
+    pub mutating_webhook_configuration: Vec<String>,
+    /// ValidatingWebhookConfiguration whose caBundle the self-managed CA bundle goes into.
+    #[arg(long, requires = "managed_certs")]
+    pub validating_webhook_configuration: Vec<String>,
+    /// Lifetime of a self-managed CA (`d`, `h`, `m` or `s`); a successor starts in its
+    /// last third.
+    #[arg(long, default_value = "1825d", value_parser = parse_duration, requires = "managed_certs")]
+    pub ca_validity: time::Duration,
+    /// Lifetime of a self-managed serving certificate; re-issued in its last third.
+    #[arg(long, default_value = "365d", value_parser = parse_duration, requires = "managed_certs")]
+    pub cert_validity: time::Duration,
+    /// How long a new CA bundle must have been on every webhook configuration before the
+    /// new CA signs (API servers reload webhook configurations asynchronously).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "managed_certs")]
+    pub ca_propagation: time::Duration,
     /// Require client certificates signed by this CA (only the API server may call).
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
@@ -511,6 +543,24 @@ async fn shutdown_signal(exit_on_stdin_eof: bool) -> &'static str {
     }
 }
 
+/// `90d`, `12h`, `30m`, `45s`: a positive whole number and one unit.
+fn parse_duration(s: &str) -> Result<time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?}: expected a positive number and a unit (d, h, m, s)"))?;
+    match unit {
+        "d" => Ok(time::Duration::days(n)),
+        "h" => Ok(time::Duration::hours(n)),
+        "m" => Ok(time::Duration::minutes(n)),
+        "s" => Ok(time::Duration::seconds(n)),
+        _ => Err(format!("{s:?}: the unit must be d, h, m or s")),
+    }
+}
+
 /// The cluster client. An explicit `--kubeconfig` that cannot be read, parsed or used is
 /// an error (the user asked for that cluster); without one, the in-cluster or default
 /// kubeconfig is tried and its absence means "no cluster access".
@@ -560,7 +610,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 
     // Held until `serve` returns, when dropping it removes the generated key.
     let mut self_signed = None;
+    let mut managed = None;
     let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        _ if args.managed_certs.is_some() => (PathBuf::new(), PathBuf::new()),
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
             let s = SelfSigned::create(args.self_signed_dir.as_deref())?;
@@ -573,7 +625,35 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             paths
         }
     };
-    let resolver = Arc::new(ReloadingResolver::new(cert.clone(), key.clone())?);
+    let resolver = match &args.managed_certs {
+        Some(secret) => {
+            let client = connect_cluster(&args)
+                .await?
+                .context("--managed-certs needs cluster access (in-cluster or --kubeconfig)")?;
+            let mut names =
+                certs::service_names(&args.managed_certs_service, &args.release_namespace);
+            names.extend(args.managed_certs_dns.iter().cloned());
+            let opts = crate::managed_certs::Options {
+                secret: secret.clone(),
+                namespace: args.release_namespace.clone(),
+                names,
+                mutating: args.mutating_webhook_configuration.clone(),
+                validating: args.validating_webhook_configuration.clone(),
+                ca_validity: args.ca_validity,
+                cert_validity: args.cert_validity,
+                propagation: args.ca_propagation,
+            };
+            let (resolver, running) =
+                crate::managed_certs::start(client, opts, metrics.clone()).await?;
+            managed = Some(running);
+            resolver
+        }
+        None => {
+            let r = Arc::new(ReloadingResolver::new(cert.clone(), key.clone())?);
+            r.record_expiry(&metrics);
+            r
+        }
+    };
     let tls = Arc::new(server::tls::server_config(
         resolver.clone(),
         args.client_ca.as_deref(),
@@ -648,7 +728,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             },
         );
     }
-    let tls_reload = {
+    let tls_reload = (args.managed_certs.is_none()).then(|| {
         let resolver = resolver.clone();
         let metrics = metrics.clone();
         reload::spawn(
@@ -661,10 +741,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                     .tls_reloads
                     .get_or_create(&ResultLabels::of(&result))
                     .inc();
+                if result.is_ok() {
+                    resolver.record_expiry(&metrics);
+                }
                 result
             },
         )
-    };
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -699,6 +782,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     }
     // The sync controller's supervisor: a task of it ending is a fault that stops the
     // server and makes the process exit non-zero; on a normal stop it releases the Lease.
+    // Likewise for self-managed certificates: the loop ending is a fault.
+    let managed_task = managed.map(|mut running| {
+        let stop_tx = stop_tx.clone();
+        let mut stopping = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                e = running.failed() => {
+                    tracing::error!(error = %format!("{e:#}"), "self-managed certificates failed; shutting down");
+                    let _ = stop_tx.send(true);
+                    Err(e)
+                }
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    running.stop();
+                    Ok(())
+                }
+            }
+        })
+    });
     let sync_task = sync.map(|mut running| {
         let stop_tx = stop_tx.clone();
         let mut stopping = stop_rx.clone();
@@ -731,10 +832,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(t) = sync_task {
         t.await.context("secret sync supervisor")??;
     }
+    if let Some(t) = managed_task {
+        t.await.context("managed certificate supervisor")??;
+    }
     // Stop watching the certificate folder before removing it, so the watcher neither
     // reacts to the removal nor trips over a directory that is already gone.
-    tls_reload.abort();
-    let _ = tls_reload.await;
+    if let Some(t) = tls_reload {
+        t.abort();
+        let _ = t.await;
+    }
     drop(self_signed);
     tracing::info!("stopped");
     Ok(())

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod image;
 mod logging;
+mod managed_certs;
 pub mod manifest;
 pub mod matcher;
 pub mod metrics;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub sync_copies: Family<ActionLabels, Counter>,
     pub sync_conflicts: Counter,
     pub admission_secret_ensures: Family<ResultLabels, Counter>,
+    /// When the served certificate expires (seconds since the epoch).
+    pub tls_certificate_expiry: Gauge,
     /// 1 while this replica holds the sync Lease and may write, else 0.
     pub sync_leader: Gauge,
     /// Requests the sync controller sent to the API server, by verb (watches excluded).
@@ -161,6 +163,12 @@ impl Metrics {
             "Pre-admission checks that the managed copies of injected secrets exist (created when missing)",
             admission_secret_ensures.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate in use expires, in seconds since the epoch",
+            tls_certificate_expiry.clone(),
+        );
         let sync_leader = Gauge::default();
         registry.register(
             "sync_leader",
@@ -187,6 +195,7 @@ impl Metrics {
             sync_copies,
             sync_conflicts,
             admission_secret_ensures,
+            tls_certificate_expiry,
             sync_leader,
             sync_api_requests,
         }

@@ -39,6 +39,19 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     })
 }
 
+/// As [`load_certified_key`], from PEM text.
+pub fn certified_key_from_pem(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("parsing the certificate")?;
+    if chain.is_empty() {
+        bail!("no certificate found");
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("parsing the key")?;
+    CertifiedKey::from_der(chain, key_der, &provider())
+        .context("the certificate and key do not form a usable key pair")
+}
+
 /// Hands every new handshake the current key.
 #[derive(Debug)]
 pub struct ReloadingResolver {
@@ -62,6 +75,32 @@ impl ReloadingResolver {
         let ck = load_certified_key(&self.cert_path, &self.key_path)?;
         self.current.store(Arc::new(ck));
         Ok(())
+    }
+
+    /// A resolver serving `cert_pem`/`key_pem` from memory (self-managed certificates);
+    /// [`Self::set_pem`] replaces them, and `reload` re-reads nothing.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<ReloadingResolver> {
+        Ok(ReloadingResolver {
+            current: ArcSwap::from_pointee(certified_key_from_pem(cert_pem, key_pem)?),
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+        })
+    }
+
+    /// Serves new PEM from the next handshake on; on error the old key stays in use.
+    pub fn set_pem(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        self.current
+            .store(Arc::new(certified_key_from_pem(cert_pem, key_pem)?));
+        Ok(())
+    }
+
+    /// Sets the certificate-expiry gauge from the certificate now served.
+    pub fn record_expiry(&self, metrics: &crate::metrics::Metrics) {
+        if let Ok((_, c)) = x509_parser::parse_x509_certificate(&self.current_cert()) {
+            metrics
+                .tls_certificate_expiry
+                .set(c.validity().not_after.timestamp());
+        }
     }
 
     pub fn current_cert(&self) -> CertificateDer<'static> {

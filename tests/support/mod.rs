@@ -81,7 +81,7 @@ impl Server {
             // Hermetic: never the developer's own cluster from ~/.kube/config.
             cmd.arg("--no-cluster-access");
         }
-        if !extra.contains(&"--tls-cert") {
+        if !extra.contains(&"--tls-cert") && !extra.contains(&"--managed-certs") {
             cmd.arg("--self-signed-dir").arg(&certs);
         }
         // The server's log (tracing writes to stderr), for a failing test to show.
