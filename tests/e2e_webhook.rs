@@ -241,7 +241,7 @@ async fn the_charts_rbac_covers_everything_the_leader_does() {
 
     envtest::eventually(wait, "the process holds the sync Lease", || async {
         let l = Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
-            .get_opt(pullsecret_injector::sync::lease::LEASE_NAME)
+            .get_opt(envtest::SYNC_LEASE)
             .await
             .ok()??;
         (l.spec?.holder_identity?.as_str() == "replica-a").then_some(())
@@ -287,12 +287,16 @@ async fn the_charts_rbac_covers_everything_the_leader_does() {
     })
     .await;
 
-    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    // About the unowned Secret itself, so it is in the tenant's namespace.
+    let events: Api<Event> = Api::namespaced(c.clone(), "team-y");
     envtest::eventually(wait, "a PullSecretConflict Event", || async {
         let l = events.list(&Default::default()).await.ok()?;
         l.items
             .iter()
-            .any(|e| e.reason.as_deref() == Some("PullSecretConflict"))
+            .any(|e| {
+                e.reason.as_deref() == Some("PullSecretConflict")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ghcr-acme")
+            })
             .then_some(())
     })
     .await;

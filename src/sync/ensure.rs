@@ -138,7 +138,7 @@ registries:
         let metrics = Arc::new(Metrics::new());
         let cache = Arc::new(Cache::default());
         fill(&cache);
-        let (reporter, events) = Reporter::new(metrics.clone(), cache.clone());
+        let (reporter, events) = Reporter::new(metrics.clone());
         let reporter = Arc::new(reporter);
         let writer = Writer::new(client, metrics.clone(), reporter.clone());
         let cfg = Config::parse(CFG, "t").unwrap();
@@ -258,7 +258,10 @@ registries:
         assert_eq!(created, 1);
         let (regarding, ev) = p.events.try_recv().expect("an event queued");
         assert_eq!(ev.reason, "PullSecretCopied");
-        assert_eq!(regarding.name.as_deref(), Some("team-a"));
+        assert_eq!(
+            (regarding.namespace.as_deref(), regarding.name.as_deref()),
+            (Some("team-a"), Some("tcr-pull"))
+        );
     }
 
     #[tokio::test]

@@ -15,7 +15,6 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::cache::Cache;
 use super::desired::{Key, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Problem, source_string};
 use crate::config::SecretRef;
 use crate::metrics::Metrics;
@@ -34,7 +33,6 @@ pub(crate) type Queued = (ObjectReference, Event);
 
 pub(crate) struct Reporter {
     metrics: Arc<Metrics>,
-    cache: Arc<Cache>,
     events: mpsc::Sender<Queued>,
     state: Mutex<State>,
 }
@@ -44,6 +42,9 @@ struct State {
     /// Report key → message last reported.
     reported: HashMap<String, String>,
     foreign: HashMap<Key, Instant>,
+    /// Events dropped on a full queue since the last warning, and when that was.
+    dropped: u64,
+    warned_drop: Option<Instant>,
 }
 
 /// The dedupe key of a problem: a new message under the same key is news, the same
@@ -64,16 +65,6 @@ pub(crate) fn conflict_key(ns: &str, name: &str) -> String {
     format!("conflict/{ns}/{name}")
 }
 
-fn namespace_ref(ns: &str, uid: Option<String>) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Namespace".into()),
-        name: Some(ns.into()),
-        uid,
-        ..Default::default()
-    }
-}
-
 fn secret_ref(r: &SecretRef) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
@@ -85,15 +76,11 @@ fn secret_ref(r: &SecretRef) -> ObjectReference {
 }
 
 impl Reporter {
-    pub(crate) fn new(
-        metrics: Arc<Metrics>,
-        cache: Arc<Cache>,
-    ) -> (Reporter, mpsc::Receiver<Queued>) {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> (Reporter, mpsc::Receiver<Queued>) {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         (
             Reporter {
                 metrics,
-                cache,
                 events,
                 state: Mutex::new(State::default()),
             },
@@ -128,13 +115,34 @@ impl Reporter {
             action: "Sync".into(),
             secondary: None,
         };
-        if self.events.try_send((regarding, ev)).is_err() {
-            tracing::warn!(reason, "event queue full or closed; event dropped");
+        if self.events.try_send((regarding, ev)).is_ok() {
+            return;
+        }
+        // A burst (thousands of copies created at once) fills the queue; one warning a
+        // minute with the count, not one per Event.
+        let mut s = self.lock();
+        s.dropped += 1;
+        if s.warned_drop
+            .is_none_or(|t| t.elapsed() >= REFUSED_WARN_EVERY)
+        {
+            tracing::warn!(
+                dropped = s.dropped,
+                reason,
+                "event queue full; events dropped (next count in a minute)"
+            );
+            s.dropped = 0;
+            s.warned_drop = Some(Instant::now());
         }
     }
 
-    fn ns_ref(&self, ns: &str) -> ObjectReference {
-        namespace_ref(ns, self.cache.namespace(ns).and_then(|n| n.uid))
+    /// Events about a copy (or the secret in its place) regard that Secret, so they land
+    /// in the tenant's namespace (`kubectl describe secret`, `kubectl get events -n`),
+    /// not in `default` as Events about a cluster-scoped Namespace would.
+    fn copy_ref(ns: &str, name: &str) -> ObjectReference {
+        secret_ref(&SecretRef {
+            namespace: ns.into(),
+            name: name.into(),
+        })
     }
 
     pub(crate) fn mark_foreign(&self, key: Key) {
@@ -156,7 +164,7 @@ impl Reporter {
             self.metrics.sync_conflicts.inc();
             tracing::warn!(namespace = ns, secret = name, registry, "{msg}");
             self.event(
-                self.ns_ref(ns),
+                Self::copy_ref(ns, name),
                 EventType::Warning,
                 "PullSecretConflict",
                 msg,
@@ -210,7 +218,7 @@ impl Reporter {
                     "registry entries {winner:?} and {loser:?} both want secret {name} in {namespace} \
                      from different sources; {winner:?} wins"
                 ),
-                self.ns_ref(namespace),
+                Self::copy_ref(namespace, name),
                 "SecretNameClash",
             ),
         };
@@ -226,7 +234,12 @@ impl Reporter {
             "created pull secret {name} from {} for registry entry {registry:?}",
             source_string(src)
         );
-        self.event(self.ns_ref(ns), EventType::Normal, "PullSecretCopied", note);
+        self.event(
+            Self::copy_ref(ns, name),
+            EventType::Normal,
+            "PullSecretCopied",
+            note,
+        );
     }
 
     pub(crate) fn repaired(&self, pod: ObjectReference, images: &[String]) {

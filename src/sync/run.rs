@@ -169,7 +169,7 @@ pub(crate) async fn start(
         return Err(SyncError::NoIdentity);
     }
     let cache = Arc::new(Cache::default());
-    let (reporter, events) = Reporter::new(metrics.clone(), cache.clone());
+    let (reporter, events) = Reporter::new(metrics.clone());
     let reporter = Arc::new(reporter);
     let writer = Arc::new(Writer::new(
         client.clone(),
