@@ -252,9 +252,18 @@ impl Reporter {
 }
 
 /// The Event publisher: runs until the queue's senders are gone.
-pub(crate) async fn publish(recorder: Recorder, mut rx: mpsc::Receiver<Queued>) {
+pub(crate) async fn publish(
+    recorder: Recorder,
+    mut rx: mpsc::Receiver<Queued>,
+    metrics: Arc<Metrics>,
+) {
     let mut last_warned: Option<Instant> = None;
     while let Some((regarding, ev)) = rx.recv().await {
+        // One create, or one patch of an Event the Recorder already made.
+        metrics
+            .sync_api_requests
+            .get_or_create(&crate::metrics::VerbLabels { verb: "event" })
+            .inc();
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&ev, &regarding)).await;
         let error = match result {
             Ok(Ok(())) => continue,

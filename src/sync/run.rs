@@ -239,7 +239,7 @@ pub(crate) async fn start(
             writer: writer.clone(),
             reporter,
             leadership: leadership.clone(),
-            metrics,
+            metrics: metrics.clone(),
             repair: Repair::default(),
         };
         tasks.spawn("reconciler", reconciler.run(config_changed));
@@ -252,7 +252,10 @@ pub(crate) async fn start(
                 instance: Some(identity.clone()),
             },
         );
-        tasks.spawn("event publisher", report::publish(recorder, events));
+        tasks.spawn(
+            "event publisher",
+            report::publish(recorder, events, metrics.clone()),
+        );
     }
     Ok(Running {
         cluster,
