@@ -95,7 +95,8 @@ impl Metrics {
         );
         let admission_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 2.5,
+                5.0, 10.0, 30.0,
             ])
         });
         registry.register(

@@ -11,9 +11,10 @@ shared library, so this uses real Helm for lint, values-schema validation and
 rendering (`Chart.render` = `helm template`), with no helm binary and no
 cluster. kubernetes-validate ships the Kubernetes OpenAPI JSON schemas and is
 used to validate every rendered object offline (strict: unknown fields fail).
-cert-manager kinds (Issuer, Certificate) are NOT in those schemas; they are
-skipped by the schema validation (reported as skipped) and checked
-structurally here instead.
+cert-manager kinds (Issuer, Certificate) and Prometheus Operator kinds
+(ServiceMonitor, PrometheusRule) are NOT in those schemas; they are skipped by
+the schema validation (reported as skipped) and checked structurally here
+instead.
 
 What it does:
   * helm lint --strict of the chart with several value sets;
@@ -23,16 +24,29 @@ What it does:
   * validates every rendered manifest against the Kubernetes schemas;
   * asserts the safety properties of the webhook configurations, the
     Deployment, RBAC and certificates;
-  * checks that values.schema.json rejects bad values with a clear message;
+  * checks that values.schema.json rejects bad values with a clear message,
+    and that the templates' install-time checks (templates/validate.yaml)
+    fail with one;
+  * exercises certs.mode=helm's reuse and rotation paths offline, in a
+    temporary copy of the chart whose `lookup` is replaced by a fixture;
+  * compares the README's RBAC table, values reference and uninstall order
+    with the chart;
+  * with --binary: cross-checks registry-name rules, the flags the chart
+    passes (`serve --help`), the metric names the alerts and the dashboard
+    use (the binary's own /metrics), and what `helm test` expects (`mutate`).
   * writes the rendered ConfigMap's config.yaml (default values) to
     --emit-config PATH, and an all-features one (policy, selectors, every
     registry field) to <PATH stem>.all-features.yaml, so that
     `pullsecret-injector check --config PATH` can be run on them (done here
     when --binary PATH is given).
 
+Every render gets BASE_VALUES (an image: the chart refuses to render without
+one, as no image is published) under the scenario's values.
+
 Usage:
     python3 tests/chart/check.py [--emit-config PATH] [--binary PATH]
-                                   [--kube-version 1.33] [--verbose]
+                                   [--kube-version 1.33] [--chart DIR]
+                                   [--readme PATH] [--verbose]
 
 Prints one line per check and a closing line "chart_check: N passed, N failed";
 exits 1 if any check failed.
@@ -46,11 +60,15 @@ import base64
 import copy
 import os
 import re
+import shutil
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,7 +96,27 @@ VALIDATE_NAME = "validate.pullsecret-injector.io"
 MIN_KUBE = "1.30"  # Chart.yaml kubeVersion >=1.30 (matchConditions GA)
 # Kinds that kubernetes-validate has no schema for (CRDs): checked by hand.
 CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "ClusterIssuer"),
-             ("cert-manager.io/v1", "Certificate")}
+             ("cert-manager.io/v1", "Certificate"),
+             ("monitoring.coreos.com/v1", "ServiceMonitor"),
+             ("monitoring.coreos.com/v1", "PrometheusRule")}
+README = REPO / "README.md"
+# Every render gets these under the scenario's values: there is no published image, so the
+# chart refuses to render without one.
+TEST_IMAGE = "registry.example.com/pullsecret-injector"
+BASE_VALUES: dict[str, Any] = {"image": {"repository": TEST_IMAGE, "tag": "test"}}
+# Helm v4's UninstallOrder (pkg/release/v1/util/kind_sorter.go); kinds not listed go last,
+# alphabetically.
+HELM_UNINSTALL_ORDER = [
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService", "Ingress",
+    "IngressClass", "Service", "CronJob", "Job", "StatefulSet", "HorizontalPodAutoscaler",
+    "Deployment", "ReplicaSet", "ReplicationController", "Pod", "DaemonSet", "RoleBindingList",
+    "RoleBinding", "RoleList", "Role", "ClusterRoleBindingList", "ClusterRoleBinding",
+    "ClusterRoleList", "ClusterRole", "CustomResourceDefinition", "PersistentVolumeClaim",
+    "PersistentVolume", "StorageClass", "ConfigMap", "SecretList", "Secret", "ServiceAccount",
+    "PodDisruptionBudget", "PodSecurityPolicy", "LimitRange", "ResourceQuota", "NetworkPolicy",
+    "Namespace", "PriorityClass",
+]
+UPDATE_CONDITION = "skip-updates-without-new-images"
 
 DUMMY_CA_B64 = base64.b64encode(
     b"-----BEGIN CERTIFICATE-----\nMIIBdummy\n-----END CERTIFICATE-----\n"
@@ -165,6 +203,10 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_base(values: dict[str, Any] | None) -> dict[str, Any]:
+    return deep_merge(BASE_VALUES, values or {})
+
+
 class Harness:
     def __init__(self, kube_versions: list[str], verbose: bool):
         self.chart = Chart.load(str(CHART_DIR))
@@ -177,11 +219,21 @@ class Harness:
         self.skipped_kinds: set[str] = set()
         self.validated_objects = 0
 
-    def render(self, values: dict[str, Any] | None = None) -> Rendered:
+    def render(self, values: dict[str, Any] | None = None, base: bool = True,
+               chart: Any = None) -> Rendered:
+        vals = with_base(values) if base else (values or {})
         return Rendered(
-            self.chart.render(values or {}, name=RELEASE, namespace=NAMESPACE,
-                              is_install=True)
+            (chart or self.chart).render(vals, name=RELEASE, namespace=NAMESPACE,
+                                         is_install=True)
         )
+
+    def render_error(self, values: dict[str, Any], base: bool = True) -> str:
+        """The message of the HelmError rendering `values` raises (schema or template)."""
+        try:
+            self.render(values, base=base)
+        except helm_python.HelmError as exc:
+            return str(exc)
+        raise CheckFailed(f"rendered without error: {values}")
 
     def check(self, name: str, fn: Callable[[], None]) -> None:
         try:
@@ -223,7 +275,7 @@ class Harness:
         expect(not problems, "; ".join(problems))
 
     def lint(self, values: dict[str, Any] | None = None) -> None:
-        report = helm_lint(str(CHART_DIR), values or {}, strict=True, namespace=NAMESPACE)
+        report = helm_lint(str(CHART_DIR), with_base(values), strict=True, namespace=NAMESPACE)
         bad = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         expect(not report.get("errors") and not bad,
                f"helm lint: errors={report.get('errors')} messages={bad}")
@@ -310,10 +362,6 @@ def check_deployment(r: Rendered) -> None:
     expect(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "container seccomp")
     res = c.get("resources", {})
     expect(res.get("requests") and res.get("limits"), "resource requests and limits")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        hg = c[probe]["httpGet"]
-        expect(hg["path"] == path and hg["scheme"] == "HTTPS" and hg["port"] == "webhook",
-               f"{probe}={hg}")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     expect(ports == {"webhook": 8443, "metrics": 9090}, f"container ports {ports}")
     args = c["args"]
@@ -324,11 +372,11 @@ def check_deployment(r: Rendered) -> None:
         return args[args.index(flag) + 1]
 
     expect(arg("--config") == "/etc/pullsecret-injector/config.yaml", "--config path")
-    expect(arg("--listen") == "0.0.0.0:8443", "--listen")
-    expect(arg("--metrics-listen") == "0.0.0.0:9090", "--metrics-listen")
     expect(arg("--tls-cert") == "/etc/pullsecret-injector/tls/tls.crt", "--tls-cert")
     expect(arg("--tls-key") == "/etc/pullsecret-injector/tls/tls.key", "--tls-key")
-    expect("--no-sync" not in args, "--no-sync must not be set by default")
+    expect("--no-sync" not in args and "--no-cluster-access" not in args,
+           "--no-sync / --no-cluster-access must not be set by default")
+    expect(c["image"] == f"{TEST_IMAGE}:test", f"image {c['image']}")
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     expect(anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname",
            "preferred anti-affinity by hostname")
@@ -442,6 +490,787 @@ def cluster_rules(r: Rendered) -> dict[str, set[str]]:
     return out
 
 
+# --------------------------------------------------------------------------
+# Issue 14: a production install. Each check names the item it proves.
+
+ISSUE14_VALUES: dict[str, Any] = {
+    "global": {"imageRegistry": "mirror.example.com/cache"},
+    "policy": {"mode": "enforce", "allow": ["*.tencentcloudcr.com", "ghcr.io/acme", "registry.k8s.io"]},
+    "clientCA": {"secretName": "apiserver-client-ca"},
+    "listenHost": "::", "metrics": {"listenHost": "::"},
+    "hostNetwork": True, "containerPort": 10443,
+    "startupProbe": {"enabled": True},
+    "revisionHistoryLimit": 2,
+    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+    "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+    "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra", "readOnly": True}],
+    "shutdownDelaySeconds": 10, "drainTimeoutSeconds": 40,
+    "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                   "prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
+    "tests": {"enabled": True, "namespace": "team-a", "registry": "ghcr-acme"},
+}
+
+# The binary's registry-name rule (src/config.rs is_label_value), as test vectors.
+REGISTRY_NAMES = ["tcr", "TCR", "Tcr", "a_b", "a.b", "-a", "a-", "0", "a" * 63, "a" * 64,
+                  "tcr!", "t c", "ghcr-acme", "é"]
+
+
+def arg_of(args: list[str], flag: str) -> str:
+    """The value of the LAST `flag` (the binary takes the last of repeated flags)."""
+    expect(flag in args, f"missing {flag} in args {args}")
+    i = len(args) - 1 - args[::-1].index(flag)
+    return args[i + 1]
+
+
+def projected_sources(r: Rendered) -> list[dict[str, Any]]:
+    for v in r.deployment()["spec"]["template"]["spec"]["volumes"]:
+        if v["name"] == "config":
+            return v["projected"]["sources"]
+    raise CheckFailed("no projected config volume")
+
+
+def match_conditions(w: dict[str, Any]) -> dict[str, str]:
+    return {c["name"]: c["expression"] for c in w.get("matchConditions", [])}
+
+
+def check_update_condition(w: dict[str, Any], which: str) -> None:
+    conds = match_conditions(w)
+    expect(UPDATE_CONDITION in conds, f"{which}: no {UPDATE_CONDITION} matchCondition: {list(conds)}")
+    e = " ".join(conds[UPDATE_CONDITION].split())
+    expect(e.startswith("request.operation != 'UPDATE' ||"),
+           f"{which}: CREATE (anything but UPDATE) must always match: {e}")
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        expect(f"object.spec.{field}" in e and f"oldObject.spec.{field}" in e,
+               f"{which}: {field} images of object and oldObject are compared: {e}")
+    for field in ("initContainers", "ephemeralContainers"):
+        for obj in ("object", "oldObject"):
+            expect(f"has({obj}.spec.{field})" in e, f"{which}: {obj}.spec.{field} guarded by has(): {e}")
+    expect("subResource" not in e, f"{which}: must not read request.subResource (absent when empty)")
+    expect(e.count("(") == e.count(")"), f"{which}: unbalanced parentheses: {e}")
+    expect(len(w["matchConditions"]) <= 64, f"{which}: more than 64 matchConditions")
+
+
+def readme_section(text: str, start: str, end: str) -> str:
+    expect(start in text, f"README has no {start!r}")
+    a = text.index(start)
+    b = text.find(end, a + len(start))
+    return text[a: b if b >= 0 else len(text)]
+
+
+def md_table(text: str) -> list[list[str]]:
+    """Rows (cells) of the first Markdown table in `text`, header and rule left out."""
+    rows = []
+    started = False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            started = True
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+            rows.append(cells)
+        elif started:
+            break
+    return [r for r in rows[2:]]
+
+
+def readme_rbac(readme: str) -> list[dict[str, Any]]:
+    """The README's RBAC table: one dict per row with its feature requirements."""
+    sec = readme_section(readme, "**RBAC.**", "\n## ")
+    out = []
+    for when, group, resource, where, verbs, _why in md_table(sec):
+        req = set()
+        if "`tests.enabled`" in when:
+            req.add("tests")
+        else:
+            req.add("access")
+            if "`sync.enabled`" in when:
+                req.add("sync")
+            if "`serviceAccounts`" in when:
+                req.add("serviceAccounts")
+            if "`repairStuckPods`" in when:
+                req.add("repair")
+            if "`certs.mode: self`" in when:
+                req.add("self")
+            if "`policy`" in when:
+                req.add("policy")
+        out.append({"req": req, "group": group.strip("`").strip('"'), "resource": resource,
+                    "where": where, "verbs": {v.strip() for v in verbs.split(",")}})
+    expect(out, "README RBAC table is empty")
+    return out
+
+
+def rendered_rbac(r: Rendered) -> dict[tuple[str, str, str], set[str]]:
+    """(group, resource, where) -> verbs over every Role/ClusterRole the render holds."""
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for kind in ("ClusterRole", "Role"):
+        for obj in r.all(kind):
+            if kind == "ClusterRole":
+                where = "cluster"
+            elif obj["metadata"]["namespace"] == NAMESPACE and "helm.sh/hook" not in (
+                    obj["metadata"].get("annotations") or {}):
+                where = "release namespace"
+            else:
+                where = "`tests.namespace`"
+            for rule in obj.get("rules", []):
+                for g in rule["apiGroups"]:
+                    for res in rule["resources"]:
+                        out.setdefault((g, res, where), set()).update(rule["verbs"])
+    return out
+
+
+def expected_rbac(rows: list[dict[str, Any]], features: set[str]) -> dict[tuple[str, str, str], set[str]]:
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for row in rows:
+        if row["req"] <= features:
+            out.setdefault((row["group"], row["resource"], row["where"]), set()).update(row["verbs"])
+    return out
+
+
+OPAQUE_VALUES = {"registries", "policy", "podSecurityContext", "securityContext", "resources",
+                 "updateStrategy", "livenessProbe", "readinessProbe", "tests.resources",
+                 "networkPolicy.metricsFrom", "monitoring.grafanaDashboard.labels"}
+
+
+def value_leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        path = prefix + k
+        if isinstance(v, dict) and v and path not in OPAQUE_VALUES:
+            out.update(value_leaves(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def metric_names_from_binary(binary: str) -> set[str]:
+    """Sample names the binary exports (from its own /metrics: counters get _total,
+    histograms _bucket/_sum/_count), read from a `serve` started on loopback with no
+    cluster access and stopped at once (by the pid we started)."""
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    web, met = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{web}", "--metrics-listen",
+                                 f"127.0.0.1:{met}", "--no-cluster-access", "--self-signed-dir", d],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            text = None
+            deadline = time.time() + 20
+            while time.time() < deadline and text is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{met}/metrics", timeout=2) as resp:
+                        text = resp.read().decode()
+                except OSError:
+                    time.sleep(0.2)
+            expect(text is not None, f"{binary} serve did not answer /metrics within 20 s")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    names = set()
+    for line in text.splitlines():
+        m = re.match(r"# TYPE (\S+) (\S+)", line)
+        if m:
+            name, typ = m.groups()
+            if typ == "counter":
+                names.add(name + "_total")
+            elif typ == "histogram":
+                names.update({name + "_bucket", name + "_sum", name + "_count"})
+            else:
+                names.add(name)
+    expect(names, "no # TYPE lines in /metrics")
+    return names
+
+
+def metric_names_from_source() -> set[str]:
+    """Sample names of every metric src/metrics.rs registers (prefix pullsecret_injector_;
+    counters get _total, histograms _bucket/_sum/_count). Labelled families have no
+    samples, and so no # TYPE line, until first used, so /metrics alone cannot list them."""
+    src = (REPO / "src" / "metrics.rs").read_text()
+    types = dict(re.findall(r"pub (\w+): (?:Family<\w+, )?(Counter|Gauge|Histogram)>?,", src))
+    names = set()
+    for name, var in re.findall(r'register\(\s*"([a-z_]+)",\s*"(?:[^"\\]|\\.)*",\s*([a-z_]+)\.clone\(\)', src):
+        full = "pullsecret_injector_" + name
+        typ = types.get(var)
+        expect(typ is not None, f"src/metrics.rs: no field type for {var}")
+        if typ == "Counter":
+            names.add(full + "_total")
+        elif typ == "Histogram":
+            names.update({full + "_bucket", full + "_sum", full + "_count"})
+        else:
+            names.add(full)
+    expect(len(names) >= 10, f"src/metrics.rs: only {names}")
+    return names
+
+
+def used_metrics(text: str) -> set[str]:
+    return set(re.findall(r"pullsecret_injector_[a-z_]+", text))
+
+
+def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Rendered],
+                   r0: Rendered) -> None:
+    readme = Path(args.readme).read_text()
+    big = s("issue 14 features on")
+
+    # --- item 1: probes on the plain-HTTP metrics port; client CA mounted -------------
+    def probes() -> None:
+        for r, label in ((r0, "default"), (big, "issue 14 features on")):
+            c = r.container()
+            want = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+            if label != "default":
+                want["startupProbe"] = "/healthz"
+            else:
+                expect("startupProbe" not in c, "no startupProbe by default")
+            for probe, path in want.items():
+                hg = c[probe]["httpGet"]
+                expect(hg == {"path": path, "port": "metrics", "scheme": "HTTP"},
+                       f"[{label}] {probe} must GET {path} on the metrics port over HTTP "
+                       f"(never asks for a client certificate): {hg}")
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            expect(ports["metrics"] == r.deployment()["spec"]["template"]["spec"]["containers"][0]
+                   ["ports"][1]["containerPort"], "metrics port declared")
+        st = big.container()["startupProbe"]
+        expect(st["failureThreshold"] == 30 and st["periodSeconds"] == 2, f"startupProbe timings {st}")
+    h.check("item 1: liveness/readiness/startup probes on the metrics port over HTTP", probes)
+
+    def client_ca() -> None:
+        for values, kind, name in (({"clientCA": {"secretName": "api-ca"}}, "secret", "api-ca"),
+                                   ({"clientCA": {"configMapName": "api-ca", "key": "bundle.pem"}},
+                                    "configMap", "api-ca")):
+            r = h.render(values)
+            args_ = r.container()["args"]
+            expect(arg_of(args_, "--client-ca") == "/etc/pullsecret-injector/client-ca/ca.crt",
+                   f"--client-ca passed: {args_}")
+            srcs = [x[kind] for x in projected_sources(r) if kind in x and x[kind]["name"] == name]
+            expect(len(srcs) == 1 and srcs[0]["items"] == [
+                {"key": values["clientCA"].get("key", "ca.crt"), "path": "client-ca/ca.crt"}],
+                f"{kind} {name} projected to client-ca/ca.crt: {projected_sources(r)}")
+            h.k8s_validate(r)
+        expect("--client-ca" not in r0.container()["args"], "no --client-ca by default")
+        msg = h.render_error({"clientCA": {"secretName": "a", "configMapName": "b"}})
+        expect("not both" in msg, f"both sources refused: {msg}")
+    h.check("item 1: clientCA (Secret or ConfigMap) mounted and passed as --client-ca", client_ca)
+
+    # --- item 2: dual-stack by default, configurable addresses ------------------------
+    def listen() -> None:
+        a = r0.container()["args"]
+        expect(arg_of(a, "--listen") == ":8443", f"--listen {arg_of(a, '--listen')} (want :8443)")
+        expect(arg_of(a, "--metrics-listen") == ":9090", f"--metrics-listen {arg_of(a, '--metrics-listen')}")
+        for host, want in (("::", "[::]:8443"), ("0.0.0.0", "0.0.0.0:8443"), ("fd00::5", "[fd00::5]:8443"),
+                           ("localhost", "localhost:8443"), ("10.1.2.3", "10.1.2.3:8443")):
+            r = h.render({"listenHost": host, "metrics": {"listenHost": host}})
+            got = arg_of(r.container()["args"], "--listen")
+            expect(got == want, f"listenHost {host!r}: --listen {got}, want {want}")
+            got = arg_of(r.container()["args"], "--metrics-listen")
+            expect(got == want.replace("8443", "9090"), f"metrics.listenHost {host!r}: {got}")
+        r = h.render({"extraArgs": ["--listen", "127.0.0.1:8443"]})
+        expect(arg_of(r.container()["args"], "--listen") == "127.0.0.1:8443",
+               "extraArgs come after the chart's flags, so the last --listen wins")
+    h.check("item 2: --listen :PORT / --metrics-listen :PORT (dual-stack) by default; "
+            "listenHost values", listen)
+
+    # --- item 4: UPDATEs without new images skip both webhooks; cert-manager exempt --
+    def update_condition() -> None:
+        r = s("certs.mode=secret + policy")
+        check_update_condition(r.validating(), "validating")
+        check_update_condition(r.mutating(), "mutating")
+        check_update_condition(r0.mutating(), "mutating (default)")
+        rules = {tuple(x["operations"]): x["resources"] for x in r.validating()["rules"]}
+        expect(rules.get(("CREATE", "UPDATE")) == ["pods"]
+               and rules.get(("UPDATE",)) == ["pods/ephemeralcontainers"],
+               f"validating rules keep CREATE and pods/ephemeralcontainers: {rules}")
+        custom = [{"name": "mine", "expression": "true"}]
+        r = h.render({"policy": {"deny": ["x.io"]}, "validatingWebhook": {"matchConditions": custom},
+                      "webhook": {"matchConditions": []}})
+        for w, which in ((r.validating(), "validating"), (r.mutating(), "mutating")):
+            expect(UPDATE_CONDITION in match_conditions(w), f"{which}: built-in kept with user lists")
+        msg = h.render_error({"webhook": {"matchConditions": [{"name": UPDATE_CONDITION,
+                                                               "expression": "true"}]}})
+        expect("built-in" in msg, f"a user condition with the built-in name is refused: {msg}")
+        msg = h.render_error({"webhook": {"matchConditions": [
+            {"name": f"c{i}", "expression": "true"} for i in range(64)]}})
+        expect("matchConditions" in msg, f"64 user conditions + the built-in one refused: {msg}")
+    h.check("item 4: CEL matchCondition skips UPDATEs that change no image (both webhooks), "
+            "keeps CREATE and pods/ephemeralcontainers", update_condition)
+
+    def cert_manager_exempt() -> None:
+        r = s("certs.mode=certManager (self-signed CA chain) + policy")
+        for w, which in ((r.mutating(), "mutating"), (r.validating(), "validating")):
+            expect("cert-manager" in ns_not_in(w), f"{which}: cert-manager namespace exempt: {ns_not_in(w)}")
+        r = h.render({"certs": {"mode": "certManager", "certManager": {"namespace": "cm"}},
+                      "policy": {"deny": ["x.io"]}})
+        expect("cm" in ns_not_in(r.mutating()) and "cm" in ns_not_in(r.validating()),
+               "certs.certManager.namespace is the exempted one")
+        expect("cert-manager" not in ns_not_in(r0.mutating()), "only in certManager mode")
+    h.check("item 4: certManager mode exempts cert-manager's namespace from both webhooks",
+            cert_manager_exempt)
+
+    # --- item 5: graceful shutdown --------------------------------------------------------
+    def shutdown() -> None:
+        a = r0.container()["args"]
+        expect(arg_of(a, "--shutdown-delay") == "5" and arg_of(a, "--drain-timeout") == "20",
+               f"--shutdown-delay 5 --drain-timeout 20: {a}")
+        pod = r0.deployment()["spec"]["template"]["spec"]
+        expect(pod.get("terminationGracePeriodSeconds") == 30, f"grace {pod.get('terminationGracePeriodSeconds')}")
+        a = big.container()["args"]
+        expect(arg_of(a, "--shutdown-delay") == "10" and arg_of(a, "--drain-timeout") == "40", f"{a}")
+        expect(big.deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 55,
+               "derived grace = delay + drain + 5")
+        r = h.render({"terminationGracePeriodSeconds": 90})
+        expect(r.deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90, "explicit")
+        msg = h.render_error({"terminationGracePeriodSeconds": 25})
+        expect("terminationGracePeriodSeconds" in msg and "25" in msg, f"grace <= delay + drain refused: {msg}")
+    h.check("item 5: --shutdown-delay/--drain-timeout from values; terminationGracePeriodSeconds "
+            "derived or validated", shutdown)
+
+    # --- item 6: install-time checks the schema cannot express ---------------------------
+    for values, needles, label in (
+        ({"metrics": {"port": 8443}}, ["metrics.port", "containerPort"], "metrics.port == containerPort"),
+        ({"replicaCount": 0, "webhook": {"failurePolicy": "Fail"}}, ["replicaCount", "webhook.failurePolicy"],
+         "replicaCount 0 + mutating Fail"),
+        ({"replicaCount": 0, "policy": {"deny": ["x.io"]}}, ["replicaCount", "validating webhook"],
+         "replicaCount 0 + enforce"),
+        ({"policy": {"allow": []}}, ["policy.allow", "confirmDenyAll"], "policy.allow: []"),
+        ({"policy": {"mode": "warn", "overrides": [{"namespaces": ["x"], "allow": []}]}},
+         ["policy.overrides[0].allow", "confirmDenyAll"], "overrides[].allow: []"),
+        ({"certs": {"mode": "secret", "secret": {"name": "t", "caBundle": base64.b64encode(b"hello").decode()}}},
+         ["caBundle", "PEM"], "caBundle not a PEM certificate"),
+        ({"registries": [{"name": "a", "match": ["a.io"], "secret": "a"},
+                         {"name": "a", "match": ["b.io"], "secret": "b"}]}, ["registries[1].name", "unique"],
+         "duplicate registry names"),
+        ({"tests": {"enabled": True, "registry": "nope"}}, ["tests.registry"], "tests.registry unknown"),
+    ):
+        def refuse(values=values, needles=needles) -> None:
+            msg = h.render_error(values)
+            expect(all(n in msg for n in needles), f"message lacks {needles}: {msg}")
+            if args.verbose:
+                print("      " + " ".join(msg.split())[:220])
+        h.check(f"item 6: install refuses {label}", refuse)
+
+    def accepted_edge_cases() -> None:
+        h.render({"replicaCount": 0})  # Ignore everywhere: scaling to zero is allowed
+        h.render({"replicaCount": 0, "policy": {"mode": "audit", "deny": ["x.io"]}})
+        r = h.render({"policy": {"allow": []}, "validatingWebhook": {"confirmDenyAll": True}})
+        expect(r.config()["policy"]["allow"] == [], "confirmed deny-all renders")
+    h.check("item 6: replicaCount 0 with Ignore, confirmed deny-all are accepted", accepted_edge_cases)
+
+    if args.binary:
+        def registry_names() -> None:
+            problems = []
+            with tempfile.TemporaryDirectory() as d:
+                for name in REGISTRY_NAMES:
+                    cfg = Path(d) / "c.yaml"
+                    cfg.write_text(json.dumps({"registries": [{"name": name, "match": ["a.io"], "secret": "s"}]}))
+                    out = subprocess.run([args.binary, "check", "--config", str(cfg)],
+                                         capture_output=True, text=True, timeout=60)
+                    binary_ok = out.returncode == 0
+                    try:
+                        h.chart.validate_schema({"registries": [{"name": name, "match": ["a.io"], "secret": "s"}]})
+                        schema_ok = True
+                    except helm_python.HelmError:
+                        schema_ok = False
+                    if binary_ok != schema_ok:
+                        problems.append(f"{name!r}: binary {'accepts' if binary_ok else 'rejects'}, "
+                                        f"schema {'accepts' if schema_ok else 'rejects'}")
+            expect(not problems, "; ".join(problems))
+        h.check("item 6: registries[].name: the schema accepts exactly what `check` accepts", registry_names)
+
+    # --- item 7: certs.mode=helm reuse and rotation (lookup simulated) -------------------
+    def helm_cert_paths() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            chart_dir = Path(d) / "chart"
+            shutil.copytree(CHART_DIR, chart_dir)
+            fixture = chart_dir / "fixture-secret.json"
+            helpers = chart_dir / "templates" / "_helpers.tpl"
+            text = helpers.read_text()
+            m = re.search(r'(\{\{- define "psi.existingTLSSecret" -\}\}\n)(.*?)(\n\{\{- end \}\})', text, re.S)
+            if m:
+                helpers.write_text(text[:m.start(2)] + '{{- .Files.Get "fixture-secret.json" | default "{}" }}'
+                                   + text[m.end(2):])
+            else:  # an older chart: lookup inline in webhook.yaml
+                wh = chart_dir / "templates" / "webhook.yaml"
+                t = wh.read_text()
+                expect('lookup "v1" "Secret"' in t, "no lookup of the TLS Secret at all")
+                wh.write_text(re.sub(r'lookup "v1" "Secret" \.Release\.Namespace \$secretName',
+                                     '(.Files.Get "fixture-secret.json" | default "{}" | fromJson)', t))
+
+            def render_with(secret: dict[str, Any] | None, values: dict[str, Any] | None = None) -> dict[str, Any]:
+                fixture.write_text(json.dumps(secret) if secret else "")
+                r = h.render(values, chart=Chart.load(str(chart_dir)))
+                sec = r.one("Secret", f"{FULLNAME}-tls")
+                expect(r.mutating()["clientConfig"]["caBundle"] == sec["data"]["ca.crt"], "caBundle = ca.crt")
+                return sec
+
+            def pems(b64: str) -> list[str]:
+                return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
+                                  base64.b64decode(b64).decode(), re.S)
+
+            def issuer_of(crt_b64: str) -> Any:
+                return decode_cert(crt_b64)["issuer"]
+
+            def subject_of(pem: str) -> Any:
+                return decode_cert(base64.b64encode(pem.encode()).decode())["subject"]
+
+            first = render_with(None)
+            ann = first["metadata"].get("annotations") or {}
+            expect("ca.key" in first["data"], "the CA key is kept, so the serving cert can be renewed")
+            expect(int(ann.get("pullsecret-injector.io/serving-not-after", 0)) > time.time() + 3000 * 86400,
+                   f"serving-not-after annotation: {ann}")
+            # 1. upgrade: everything reused
+            again = render_with(first)
+            expect(again["data"] == first["data"], "upgrade reuses CA, cert and key unchanged")
+            # 2. legacy secret (older chart: no ca.key, no annotations): reused as is
+            legacy = {"data": {k: first["data"][k] for k in ("ca.crt", "tls.crt", "tls.key")}}
+            kept = render_with(legacy)
+            expect({k: kept["data"][k] for k in legacy["data"]} == legacy["data"], "legacy secret reused")
+            # 3. serving cert near expiry: re-issued by the same CA, bundle unchanged
+            soon = copy.deepcopy(first)
+            soon["metadata"]["annotations"]["pullsecret-injector.io/serving-not-after"] = str(int(time.time()) + 86400)
+            renewed = render_with(soon)
+            expect(renewed["data"]["ca.crt"] == first["data"]["ca.crt"], "renewal keeps the caBundle")
+            expect(renewed["data"]["tls.crt"] != first["data"]["tls.crt"], "serving cert renewed")
+            expect(issuer_of(renewed["data"]["tls.crt"]) == subject_of(pems(first["data"]["ca.crt"])[0]),
+                   "renewed cert signed by the same CA")
+            # 4. rotationId (and CA near expiry): new CA first, old CA kept after it (overlap)
+            for label, sec, values in (
+                ("rotationId", first, {"certs": {"helm": {"rotationId": "2027-01"}}}),
+                ("CA near expiry", {**soon, "metadata": {"annotations": {
+                    **soon["metadata"]["annotations"],
+                    "pullsecret-injector.io/ca-not-after": str(int(time.time()) + 86400)}}}, None),
+                ("rotationId on a legacy secret", legacy, {"certs": {"helm": {"rotationId": "x"}}}),
+            ):
+                rot = render_with(sec, values)
+                bundle, old = pems(rot["data"]["ca.crt"]), pems(sec["data"]["ca.crt"])
+                expect(len(bundle) == 2 and bundle[1] == old[0] and bundle[0] != old[0],
+                       f"{label}: bundle = new CA + previous CA ({len(bundle)} certs)")
+                expect(issuer_of(rot["data"]["tls.crt"]) == subject_of(bundle[0]),
+                       f"{label}: serving cert signed by the new CA")
+            same = render_with(render_with(first, {"certs": {"helm": {"rotationId": "2027-01"}}}),
+                               {"certs": {"helm": {"rotationId": "2027-01"}}})
+            expect(len(pems(same["data"]["ca.crt"])) == 2, "the same rotationId does not rotate again")
+    h.check("item 7: certs.mode=helm reuses the Secret, renews the serving cert, rotates the CA "
+            "with overlap (lookup simulated)", helm_cert_paths)
+
+    def helm_cert_docs() -> None:
+        for text, where in ((r0.notes, "NOTES.txt"),
+                            (readme_section(readme, "## Install on a cluster", "\n## "), "README install")):
+            for needle in ("helm template", "Argo CD", "rotationId", "certManager"):
+                expect(needle in text, f"{where} does not mention {needle!r}")
+    h.check("item 7: NOTES and README document GitOps limits and the rotation path", helm_cert_docs)
+
+    # --- item 8: the image ----------------------------------------------------------------
+    def image_required() -> None:
+        msg = h.render_error({}, base=False)
+        for needle in ("image.repository", "Dockerfile", "docker build", "image.tag"):
+            expect(needle in msg, f"default install must fail saying how to build and set the image "
+                                  f"({needle!r} missing): {msg}")
+        img = big.container()["image"]
+        expect(img == f"mirror.example.com/cache/{TEST_IMAGE}:test", f"global.imageRegistry prefix: {img}")
+    h.check("item 8: no default image: install fails with build instructions; global.imageRegistry",
+            image_required)
+
+    # --- item 9: README agrees with the chart ---------------------------------------------
+    def readme_rbac_matches() -> None:
+        rows = readme_rbac(readme)
+        sa_reg = {"name": "sa", "match": ["sa.example.com"], "secret": "sa", "serviceAccounts": ["default"]}
+        cases = [
+            ("default", {}, {"access", "sync"}),
+            ("serviceAccounts", {"registries": [sa_reg]}, {"access", "sync", "serviceAccounts"}),
+            ("repairStuckPods", {"repairStuckPods": True}, {"access", "sync", "repair"}),
+            ("sync off", {"sync": {"enabled": False}, "repairStuckPods": True, "registries": [sa_reg]},
+             {"access"}),
+            ("no cluster access", {"clusterAccess": False, "sync": {"enabled": False}}, set()),
+            ("helm test", {"tests": {"enabled": True}}, {"access", "sync", "tests"}),
+            ("certs.mode=self", {"certs": {"mode": "self"}}, {"access", "sync", "self"}),
+            ("certs.mode=self + policy, sync off", {"certs": {"mode": "self"}, "policy": POLICY,
+                                                    "sync": {"enabled": False}},
+             {"access", "self", "policy"}),
+            ("policy", {"policy": POLICY}, {"access", "sync", "policy"}),
+        ]
+        problems = []
+        for label, values, features in cases:
+            got, want = rendered_rbac(h.render(values)), expected_rbac(rows, features)
+            if got != want:
+                problems.append(f"[{label}] chart {sorted((k, sorted(v)) for k, v in got.items())} != "
+                                f"README {sorted((k, sorted(v)) for k, v in want.items())}")
+        expect(not problems, "; ".join(problems))
+    h.check("item 9: README RBAC table = the chart's rules, per feature", readme_rbac_matches)
+
+    def readme_values() -> None:
+        sec = readme_section(readme, "Values reference", "\n## ")
+        rows = {r[0].strip("`"): r[1] for r in md_table(sec) if r and r[0].startswith("`")}
+        leaves = value_leaves(h.chart.values)
+        problems = [f"{k} not documented" for k in leaves if k not in rows]
+        problems += [f"{k} documented but not a value" for k in rows if k not in leaves]
+        for k, cell in rows.items():
+            if k not in leaves:
+                continue
+            m = re.fullmatch(r"`([^`]*)`", cell)
+            if not m:
+                if k != "registries":
+                    problems.append(f"{k}: default cell {cell!r} is not one `value`")
+                continue
+            if yaml.safe_load(m.group(1)) != leaves[k]:
+                problems.append(f"{k}: README default {m.group(1)!r} != values.yaml {leaves[k]!r}")
+        expect(not problems, "; ".join(problems))
+    h.check("item 9 / docs: README values reference lists every value with its default", readme_values)
+
+    def readme_uninstall() -> None:
+        sec = readme_section(readme, "**Uninstall.**", "Left behind")
+        listed = re.findall(r"`([A-Z][A-Za-z]+)`", sec[sec.index("Helm v4"):] if "Helm v4" in sec else "")
+        kinds = set()
+        for r in [h.render(v) for v in (ISSUE14_VALUES, {"certs": {"mode": "certManager"}},
+                                         {"certs": {"mode": "secret", "secret": {"name": "x",
+                                                                                  "caBundle": DUMMY_CA_B64}}})]:
+            kinds |= {d["kind"] for d in r.docs
+                      if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})}
+        order = {k: i for i, k in enumerate(HELM_UNINSTALL_ORDER)}
+        want = sorted(kinds, key=lambda k: (k not in order, order.get(k, 0), k))
+        listed = [k for k in listed if k in kinds or k in order]
+        expect(listed == want,
+               f"README's uninstall order {listed} != Helm v4's for the chart's kinds {want}")
+    h.check("item 9: README uninstall order = Helm v4's UninstallOrder for the chart's kinds",
+            readme_uninstall)
+
+    # --- additions: monitoring, NetworkPolicy, hostNetwork, helm test, ... ----------------
+    metrics = metric_names_from_source()
+    if args.binary:
+        def metrics_agree() -> None:
+            exported = metric_names_from_binary(args.binary)
+            expect(exported <= metrics, f"the binary exports {exported - metrics}, unknown to src/metrics.rs")
+        h.check("metric names read from src/metrics.rs include all the binary's /metrics exports",
+                metrics_agree)
+
+    def service_monitor() -> None:
+        expect(not r0.all("ServiceMonitor") and not r0.all("PrometheusRule"), "off by default")
+        sm = big.one("ServiceMonitor", FULLNAME)
+        expect(sm["apiVersion"] == "monitoring.coreos.com/v1", sm["apiVersion"])
+        expect(set(sm) <= {"apiVersion", "kind", "metadata", "spec", "__source__"}, f"keys {set(sm)}")
+        spec = sm["spec"]
+        expect(set(spec) <= {"namespaceSelector", "selector", "endpoints", "jobLabel"}, f"spec keys {set(spec)}")
+        svc = big.one("Service", FULLNAME)
+        sel = spec["selector"]["matchLabels"]
+        expect(all(svc["metadata"]["labels"].get(k) == v for k, v in sel.items()),
+               f"selector {sel} matches the Service's labels {svc['metadata']['labels']}")
+        expect(spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}, f"{spec['namespaceSelector']}")
+        ep = spec["endpoints"]
+        ports = {p["name"] for p in svc["spec"]["ports"]}
+        expect(len(ep) == 1 and ep[0]["port"] in ports and ep[0]["port"] == "metrics"
+               and ep[0]["scheme"] == "http" and ep[0]["path"] == "/metrics", f"endpoints {ep}")
+        expect(set(ep[0]) <= {"port", "scheme", "path", "interval", "scrapeTimeout", "relabelings",
+                              "metricRelabelings"}, f"endpoint keys {set(ep[0])}")
+        for k in ("interval", "scrapeTimeout"):
+            expect(re.fullmatch(r"([0-9]+(ms|s|m|h))+", ep[0][k]), f"{k} {ep[0][k]}")
+        expect(sm["metadata"]["labels"].get("release") == "prom", "serviceMonitor.labels")
+    h.check("monitoring: ServiceMonitor (structure; selects the Service's metrics port)", service_monitor)
+
+    def prometheus_rule() -> None:
+        pr = big.one("PrometheusRule", FULLNAME)
+        groups = pr["spec"]["groups"]
+        expect(set(pr["spec"]) == {"groups"} and groups, "spec.groups")
+        alerts = {}
+        for g in groups:
+            expect(set(g) <= {"name", "interval", "rules"} and g["name"], f"group keys {set(g)}")
+            for rule in g["rules"]:
+                expect(set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, f"rule keys {set(rule)}")
+                expect(rule.get("alert") and isinstance(rule.get("expr"), str) and rule["expr"].strip(),
+                       f"rule {rule}")
+                expect(rule["labels"].get("severity") in ("warning", "critical"), f"severity {rule}")
+                expect(rule["annotations"].get("summary"), f"summary {rule}")
+                if "for" in rule:
+                    expect(re.fullmatch(r"[0-9]+[smh]", rule["for"]), f"for {rule['for']}")
+                e = rule["expr"]
+                expect(e.count("(") == e.count(")") and e.count("{") == e.count("}"), f"unbalanced: {e}")
+                alerts[rule["alert"]] = e
+        def one(pred: Callable[[str], bool], what: str) -> None:
+            expect(any(pred(e) for e in alerts.values()), f"no alert on {what}: {list(alerts)}")
+        one(lambda e: 'outcome="invalid"' in e and "admission_requests_total" in e, "admission errors rate")
+        one(lambda e: "histogram_quantile(0.99" in e and "admission_duration_seconds_bucket" in e,
+            "p99 latency")
+        one(lambda e: "sync_conflicts_total" in e and "increase(" in e, "sync conflicts increasing")
+        one(lambda e: "sync_leader" in e and "< 1" in e, "no replica leading")
+        one(lambda e: "sync_reconciles_total" in e and 'result="failure"' in e, "reconcile failures")
+        one(lambda e: "tls_certificate_expiry_timestamp_seconds" in e and "time()" in e,
+            "certificate near expiry")
+        lat = next(e for e in alerts.values() if "histogram_quantile(0.99" in e)
+        expect(lat.split(">")[-1].strip() == "4", f"latency threshold 0.8 x 5 s = 4: {lat}")
+        leader = next(n for n, e in alerts.items() if "sync_leader" in e)
+        expect(next(r for g in groups for r in g["rules"] if r["alert"] == leader).get("for") == "5m",
+               "leader alert after 5 minutes")
+        sel = f'job="{FULLNAME}",namespace="{NAMESPACE}"'
+        for n, e in alerts.items():
+            if "pullsecret_injector_" in e or "up{" in e:
+                expect(sel in e, f"{n} is scoped to the release's series ({sel}): {e}")
+        unknown = used_metrics(" ".join(alerts.values())) - metrics
+        expect(not unknown, f"alerts use metrics the binary does not export: {unknown}")
+        r = h.render({"monitoring": {"prometheusRule": {"enabled": True}}, "sync": {"enabled": False}})
+        names = [x["alert"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]]
+        expect(not any("Sync" in n or "Reconcile" in n for n in names), f"no sync alerts without sync: {names}")
+        r = h.render({"monitoring": {"prometheusRule": {"enabled": True, "latencySeconds": 0.25}},
+                      "webhook": {"timeoutSeconds": 1}})
+        e = next(x["expr"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]
+                 if "histogram_quantile" in x["expr"])
+        expect(e.split(">")[-1].strip() == "0.25", f"latencySeconds override: {e}")
+    h.check("monitoring: PrometheusRule (structure; the alerts that matter; metric names exist)",
+            prometheus_rule)
+
+    def dashboard() -> None:
+        cm = big.one("ConfigMap", f"{FULLNAME}-dashboard")
+        expect(cm["metadata"]["labels"].get("grafana_dashboard") == "1", "label grafana_dashboard: \"1\"")
+        (key, text), = cm["data"].items()
+        expect(key.endswith(".json"), key)
+        dash = json.loads(text)
+        expect(dash.get("title") and dash.get("uid") and dash.get("panels"), "title, uid, panels")
+        exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+        expect(len(exprs) >= 10, f"{len(exprs)} queries")
+        unknown = used_metrics(" ".join(exprs)) - metrics
+        expect(not unknown, f"dashboard uses metrics the binary does not export: {unknown}")
+        ids = [p["id"] for p in dash["panels"]]
+        expect(len(ids) == len(set(ids)), "unique panel ids")
+        expect(not r0.maybe_named("ConfigMap", f"{FULLNAME}-dashboard"), "off by default")
+    h.check("monitoring: Grafana dashboard ConfigMap (label, JSON, metric names exist)", dashboard)
+
+    def network_policy() -> None:
+        expect(not r0.all("NetworkPolicy"), "off by default")
+        r = h.render({"networkPolicy": {"enabled": True}})
+        np = r.one("NetworkPolicy", FULLNAME)
+        spec = np["spec"]
+        expect(spec["podSelector"]["matchLabels"] == r.deployment()["spec"]["selector"]["matchLabels"],
+               "selects the injector's pods")
+        expect(spec["policyTypes"] == ["Ingress"], "ingress only")
+        by_port = {x["ports"][0]["port"]: x for x in spec["ingress"]}
+        expect("from" not in by_port[8443], "webhook port open to any source by default")
+        expect(by_port[9090]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"},
+               f"metrics from Prometheus: {by_port[9090]}")
+        np = big.one("NetworkPolicy", FULLNAME)
+        by_port = {x["ports"][0]["port"]: x for x in np["spec"]["ingress"]}
+        expect(by_port[10443]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}], f"webhookFrom: {by_port}")
+        h.k8s_validate(r)
+    h.check("NetworkPolicy: webhook port from anywhere (configurable), metrics from a selector",
+            network_policy)
+
+    def pod_options() -> None:
+        d = big.deployment()
+        pod = d["spec"]["template"]["spec"]
+        c = big.container()
+        expect(pod.get("hostNetwork") is True and pod.get("dnsPolicy") == "ClusterFirstWithHostNet",
+               "hostNetwork + ClusterFirstWithHostNet")
+        expect("hostNetwork" not in r0.deployment()["spec"]["template"]["spec"], "no hostNetwork by default")
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        expect(ports == {"webhook": 10443, "metrics": 9090}, f"ports {ports}")
+        expect(arg_of(c["args"], "--listen") == "[::]:10443", f"--listen {arg_of(c['args'], '--listen')}")
+        svc = big.one("Service", FULLNAME)
+        expect({p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"https": "webhook",
+                                                                              "metrics": "metrics"}, "targetPorts")
+        expect(d["spec"]["revisionHistoryLimit"] == 2 and d["spec"]["strategy"]["rollingUpdate"]
+               == {"maxUnavailable": 1, "maxSurge": 0}, "revisionHistoryLimit, updateStrategy")
+        expect(r0.deployment()["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate":
+               {"maxUnavailable": 0, "maxSurge": 1}}, "default strategy unchanged")
+        expect({"name": "extra", "emptyDir": {}} in pod["volumes"], "extraVolumes")
+        expect({"name": "extra", "mountPath": "/extra", "readOnly": True} in c["volumeMounts"], "extraVolumeMounts")
+    h.check("pod options: hostNetwork + ports, updateStrategy, revisionHistoryLimit, extraVolumes",
+            pod_options)
+
+    def helm_test() -> None:
+        expect(not any("helm.sh/hook" in (d["metadata"].get("annotations") or {}) for d in r0.docs),
+               "no test objects by default")
+        hooks = [d for d in big.docs if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
+        kinds = sorted(d["kind"] for d in hooks)
+        expect(kinds == ["Pod", "Role", "RoleBinding", "ServiceAccount"], f"test hook objects {kinds}")
+        pod = next(d for d in hooks if d["kind"] == "Pod")
+        sa = next(d for d in hooks if d["kind"] == "ServiceAccount")
+        role = next(d for d in hooks if d["kind"] == "Role")
+        rb = next(d for d in hooks if d["kind"] == "RoleBinding")
+        for d in (sa, role, rb):
+            expect(int(d["metadata"]["annotations"]["helm.sh/hook-weight"])
+                   < int(pod["metadata"]["annotations"]["helm.sh/hook-weight"]), "RBAC before the Pod")
+        expect(role["metadata"]["namespace"] == "team-a" and rb["metadata"]["namespace"] == "team-a",
+               "Role/RoleBinding in tests.namespace")
+        expect(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}],
+               f"only pods create: {role['rules']}")
+        expect(rb["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                   "namespace": NAMESPACE}] and rb["roleRef"]["name"] == role["metadata"]["name"],
+               "binding to the test ServiceAccount")
+        spec = pod["spec"]
+        expect(spec["serviceAccountName"] == sa["metadata"]["name"] and spec["restartPolicy"] == "Never",
+               "test Pod identity")
+        expect(pod["metadata"]["namespace"] == NAMESPACE, "test Pod in the release namespace (never intercepted)")
+        sel = big.deployment()["spec"]["selector"]["matchLabels"]
+        expect(not all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()),
+               "the test Pod must not carry the Service/PDB selector labels")
+        c = spec["containers"][0]
+        expect(c["image"] == "mirror.example.com/cache/registry.k8s.io/kubectl:v1.37.2", f"test image {c['image']}")
+        env = {e["name"]: e["value"] for e in c["env"]}
+        script = " ".join(c["command"] + c["args"])
+        expect("--dry-run=server" in script and "kubectl" in script, f"server-side dry run: {script}")
+        expect(env["NAMESPACE"] == "team-a" and env["SECRET"] == "ghcr-acme-pull", f"env {env}")
+        if args.binary:
+            # The test's expectation holds for the rendered config: `mutate` injects SECRET.
+            with tempfile.TemporaryDirectory() as d:
+                cfg = Path(d) / "config.yaml"
+                cfg.write_text(big.config_text())
+                man = Path(d) / "pod.json"
+                man.write_text(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"},
+                                           "spec": {"containers": [{"name": "t", "image": env["IMAGE"]}]}}))
+                out = subprocess.run([args.binary, "mutate", "--config", str(cfg), "-f", str(man),
+                                      "-n", env["NAMESPACE"]], capture_output=True, text=True, timeout=60)
+                expect(out.returncode == 0, f"mutate: {out.stderr}")
+                pulled = [x["name"] for d_ in yaml.safe_load_all(out.stdout) if d_
+                          for x in (d_.get("spec", {}).get("imagePullSecrets") or [])]
+                expect(env["SECRET"] in pulled, f"{env['IMAGE']} in {env['NAMESPACE']} gets {pulled}")
+    h.check("helm test: dry-run Pod create with least RBAC (hooks, weights, namespace)", helm_test)
+
+    def self_managed() -> None:
+        r = s("certs.mode=self + policy")
+        a = r.container()["args"]
+        name = f"{FULLNAME}-managed-tls"
+        expect(arg_of(a, "--managed-certs") == name and arg_of(a, "--managed-certs-service") == FULLNAME
+               and arg_of(a, "--mutating-webhook-configuration") == FULLNAME
+               and arg_of(a, "--validating-webhook-configuration") == FULLNAME, f"args {a}")
+        expect("--tls-cert" not in a and "--tls-key" not in a, "no certificate files in self mode")
+        expect(arg_of(a, "--ca-validity") == "1825d" and arg_of(a, "--cert-validity") == "365d"
+               and arg_of(a, "--ca-propagation") == "60s", f"lifetimes {a}")
+        expect(not any("secret" in x for x in projected_sources(r)), "no TLS Secret mounted")
+        expect(not r.all("Secret") and not r.all("Certificate"), "nothing certificate-related rendered")
+        for w in (r.mutating(), r.validating()):
+            expect("caBundle" not in w["clientConfig"], "caBundle left to the server")
+        again = h.render({"certs": {"mode": "self"}, "policy": POLICY})
+        expect([d for d in again.docs] == [d for d in r.docs], "two renders are identical (GitOps-stable)")
+        role = r.one("Role", f"{FULLNAME}-certs")
+        expect(role["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [name],
+             "verbs": ["get", "list", "watch", "update"]}], f"own Secret only: {role['rules']}")
+        hooks = [x for x in r.rules("ClusterRole", FULLNAME) if x["apiGroups"] == ["admissionregistration.k8s.io"]]
+        expect(hooks == [{"apiGroups": ["admissionregistration.k8s.io"],
+                          "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+                          "resourceNames": [FULLNAME], "verbs": ["get", "list", "watch", "update"]}],
+               f"own webhook configurations only: {hooks}")
+        r1 = h.render({"certs": {"mode": "self"}})
+        expect("--validating-webhook-configuration" not in r1.container()["args"], "no validating without policy")
+        msg = h.render_error({"certs": {"mode": "self"}, "clusterAccess": False, "sync": {"enabled": False}})
+        expect("certs.mode=self" in msg and "clusterAccess" in msg, f"self needs cluster access: {msg}")
+    h.check("certs.mode=self: --managed-certs, nothing certificate-related rendered, stable renders, "
+            "RBAC limited to its own objects", self_managed)
+
+    if args.binary:
+        def flags_exist() -> None:
+            out = subprocess.run([args.binary, "serve", "--help"], capture_output=True, text=True, timeout=60)
+            known = set(re.findall(r"--[a-z][a-z-]+", out.stdout))
+            problems = []
+            for label in ("default (certs.mode=helm, no policy)", "issue 14 features on", "sync.enabled=false",
+                          "clusterAccess=false", "certs.mode=self + policy"):
+                for a in s(label).container()["args"]:
+                    if a.startswith("--") and a not in known:
+                        problems.append(f"[{label}] {a}")
+            expect(not problems, f"flags `serve --help` does not list: {problems}")
+        h.check("every flag the chart passes is one `serve --help` lists", flags_exist)
+
+
 POLICY = {
     "mode": "enforce",
     "allow": ["*.tencentcloudcr.com", "docker.io/library", "registry.k8s.io"],
@@ -507,6 +1336,10 @@ def run(args: argparse.Namespace) -> int:
         },
     }
 
+    scenarios["issue 14 features on"] = ISSUE14_VALUES
+    scenarios["certs.mode=self + policy"] = {"certs": {"mode": "self"}, "policy": POLICY}
+    scenarios["clusterAccess=false"] = {"clusterAccess": False, "sync": {"enabled": False}}
+
     rendered: dict[str, Rendered] = {}
 
     # --- lint + render + Kubernetes schema validation, per scenario -------
@@ -531,7 +1364,7 @@ def run(args: argparse.Namespace) -> int:
             "matchConditions)", lambda: check_mutating_defaults(r0))
     h.check("no ValidatingWebhookConfiguration without policy",
             lambda: expect(not r0.all("ValidatingWebhookConfiguration"), "validating webhook rendered"))
-    h.check("deployment/pod security, probes, PDB, service", lambda: check_deployment(r0))
+    h.check("deployment/pod security, PDB, service", lambda: check_deployment(r0))
     h.check("certs.mode=helm: secret, caBundle, SANs", lambda: check_helm_certs(r0))
 
     def config_defaults() -> None:
@@ -550,16 +1383,17 @@ def run(args: argparse.Namespace) -> int:
 
     def rbac_default() -> None:
         rules = cluster_rules(r0)
-        expect(rules.get("namespaces") == {"get", "list", "watch"}, f"namespaces {rules.get('namespaces')}")
-        expect(rules.get("secrets") == {"get", "list", "watch", "create", "update", "patch", "delete"},
-               f"secrets {rules.get('secrets')}")
-        expect("create" in rules.get("events", set()), "events create")
-        expect("serviceaccounts" not in rules, "no serviceaccounts rule unless a registry needs it")
-        expect("pods" not in rules, "no pods rule unless repairStuckPods")
-        expect(set(rules) <= {"namespaces", "secrets", "events"}, f"unexpected resources {set(rules)}")
+        expect(rules == {"namespaces": {"get", "list", "watch"},
+                         "secrets": {"get", "list", "watch", "create", "update", "delete"},
+                         "events": {"create", "patch"}},
+               f"ClusterRole rules (exactly what the server sends): {rules}")
+        groups = {g for rule in r0.rules("ClusterRole", FULLNAME) if "events" in rule["resources"]
+                  for g in rule["apiGroups"]}
+        expect(groups == {"events.k8s.io"}, f"Events go through events.k8s.io only: {groups}")
         role = r0.one("Role", f"{FULLNAME}-leader-election")
         expect(role["metadata"]["namespace"] == NAMESPACE, "lease Role in the release namespace")
-        expect([x["resources"] for x in role["rules"]] == [["leases"]], "Role only for leases")
+        expect([(x["resources"], sorted(x["verbs"])) for x in role["rules"]]
+               == [(["leases"], ["create", "get", "update"])], f"Role only for leases: {role['rules']}")
         crb = r0.one("ClusterRoleBinding", FULLNAME)
         expect(crb["subjects"][0]["name"] == FULLNAME and crb["subjects"][0]["namespace"] == NAMESPACE,
                "binding subject")
@@ -599,11 +1433,16 @@ def run(args: argparse.Namespace) -> int:
     h.check("validatingWebhook.failurePolicy override", override_vfp)
 
     def no_sync() -> None:
+        # item 3: --no-sync still reads namespaces and pull secrets, so it needs read RBAC.
         r = s("sync.enabled=false")
-        expect("--no-sync" in r.container()["args"], "--no-sync passed")
+        args = r.container()["args"]
+        expect("--no-sync" in args and "--no-cluster-access" not in args, f"args {args}")
         expect(not r.all("Role") and not r.all("RoleBinding"), "no lease Role without sync")
-        expect(not r.all("ClusterRole"), f"no ClusterRole without sync: {cluster_rules(r)}")
-    h.check("sync.enabled=false: --no-sync, no RBAC", no_sync)
+        rules = cluster_rules(r)
+        expect(rules == {"namespaces": {"get", "list", "watch"}, "secrets": {"get", "list", "watch"}},
+               f"read-only rules (namespaces, secrets: get/list/watch) expected, got {rules}")
+        r.one("ClusterRoleBinding", FULLNAME)
+    h.check("item 3: sync.enabled=false: --no-sync with read-only RBAC", no_sync)
 
     def no_sync_reads() -> None:
         r = h.render({"sync": {"enabled": False}, "injectOnlyIfPresent": True, "registries": [
@@ -614,12 +1453,34 @@ def run(args: argparse.Namespace) -> int:
                f"read-only rules expected, got {rules}")
     h.check("sync off + selector/injectOnlyIfPresent: read-only RBAC", no_sync_reads)
 
+    def no_cluster_access() -> None:
+        r = h.render({"clusterAccess": False, "sync": {"enabled": False}})
+        args = r.container()["args"]
+        expect("--no-cluster-access" in args and "--no-sync" not in args, f"args {args}")
+        for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+            expect(not r.all(kind), f"no {kind} with clusterAccess=false")
+        pod = r.deployment()["spec"]["template"]["spec"]
+        expect(pod["automountServiceAccountToken"] is False, "no token mounted without cluster access")
+        for values, needles in (
+            ({"clusterAccess": False}, ["clusterAccess=false", "sync.enabled=false"]),
+            ({"clusterAccess": False, "sync": {"enabled": False}, "injectOnlyIfPresent": True},
+             ["injectOnlyIfPresent", "clusterAccess"]),
+            ({"clusterAccess": False, "sync": {"enabled": False}, "registries": [
+                {"name": "a", "match": ["a.example.com"], "secret": "a",
+                 "namespaces": {"selector": {"matchLabels": {"x": "y"}}}}]},
+             ["registries[0].namespaces.selector", "clusterAccess"]),
+        ):
+            msg = h.render_error(values)
+            expect(all(n in msg for n in needles), f"{values}: message lacks {needles}: {msg}")
+    h.check("item 3: clusterAccess=false: --no-cluster-access, no RBAC, no token; "
+            "refuses what needs the API", no_cluster_access)
+
     def everything() -> None:
         r = s("everything on")
         rules = cluster_rules(r)
-        expect(rules.get("serviceaccounts") == {"get", "list", "watch", "patch"},
+        expect(rules.get("serviceaccounts") == {"list", "watch", "patch"},
                f"serviceaccounts {rules.get('serviceaccounts')}")
-        expect(rules.get("pods") == {"get", "list", "watch", "delete"}, f"pods {rules.get('pods')}")
+        expect(rules.get("pods") == {"list", "delete"}, f"pods {rules.get('pods')}")
         w = r.mutating()
         expect(w["failurePolicy"] == "Fail" and w["timeoutSeconds"] == 3, "webhook overrides")
         expect(w["objectSelector"]["matchExpressions"][0]["key"] == "pullsecret-injector.io/inject",
@@ -633,7 +1494,7 @@ def run(args: argparse.Namespace) -> int:
                "extra validating namespaceSelector expression")
         c = r.container()
         expect(c["args"][-2:] == ["--client-ca", "/etc/client-ca/ca.crt"], f"extraArgs {c['args']}")
-        expect(c["image"] == "pullsecret-injector@sha256:" + "a" * 64, f"image {c['image']}")
+        expect(c["image"] == f"{TEST_IMAGE}@sha256:" + "a" * 64, f"image {c['image']}")
         expect({"name": "RUST_LOG", "value": "debug"} in c["env"], "extraEnv")
         cfg = r.config()
         expect(cfg["registries"][-1]["namespaces"]["selector"]["matchLabels"]
@@ -643,10 +1504,13 @@ def run(args: argparse.Namespace) -> int:
 
     def match_conditions_override() -> None:
         r = h.render({"webhook": {"matchConditions": []}})
-        expect("matchConditions" not in r.mutating(), "matchConditions: [] removes them")
+        names = [c["name"] for c in r.mutating()["matchConditions"]]
+        expect(names == [UPDATE_CONDITION], f"matchConditions: [] removes the defaults only: {names}")
         custom = [{"name": "only-labelled", "expression": "has(object.metadata.labels)"}]
         r = h.render({"webhook": {"matchConditions": custom}})
-        expect(r.mutating()["matchConditions"] == custom, "custom matchConditions")
+        conds = r.mutating()["matchConditions"]
+        expect([c["name"] for c in conds] == [UPDATE_CONDITION, "only-labelled"] and conds[1] == custom[0],
+               f"custom matchConditions after the built-in one: {conds}")
     h.check("matchConditions overridable", match_conditions_override)
 
     def extra_exclusions() -> None:
@@ -655,7 +1519,7 @@ def run(args: argparse.Namespace) -> int:
         excl = ns_not_in(r.mutating())
         expect({NAMESPACE, "kube-system", "kube-public", "batch"} <= set(excl), f"excluded {excl}")
         expect("legacy-*" not in excl, "glob patterns are not put into the label selector")
-        r = h.render({}) if False else h.chart.render({}, name="other", namespace="injector-ns")
+        r = h.render({}) if False else h.chart.render(with_base({}), name="other", namespace="injector-ns")
         excl = ns_not_in(Rendered(r).one("MutatingWebhookConfiguration", "other-pullsecret-injector")
                          ["webhooks"][0])
         expect("injector-ns" in excl, f"release namespace follows --namespace: {excl}")
@@ -682,6 +1546,8 @@ def run(args: argparse.Namespace) -> int:
         expect("jsonpath='{.spec.imagePullSecrets}" in r0.notes, "NOTES explains how to verify")
     h.check("NOTES.txt verification instructions", notes)
 
+    issue14_checks(h, args, s, r0)
+
     # --- values.schema.json rejects bad values ----------------------------
     bad_values = [
         ({"alwaysPullImages": "sometimes"}, "alwaysPullImages"),
@@ -698,6 +1564,16 @@ def run(args: argparse.Namespace) -> int:
         ({"webhook": {"timeoutSeconds": 60}}, "timeoutSeconds"),
         ({"certs": {"mode": "secret"}}, "name"),
         ({"injectOnlyIfPresent": "yes"}, "injectOnlyIfPresent"),
+        # item 6: what crashes later is refused up front.
+        ({"registries": [{"name": "TCR", "match": ["a.io"], "secret": "s"}]}, "name"),
+        ({"registries": [{"name": "a" * 64, "match": ["a.io"], "secret": "s"}]}, "name"),
+        ({"replicas": 3}, "replicas"),
+        ({"webhooks": {"failurePolicy": "Fail"}}, "webhooks"),
+        ({"certs": {"mode": "secret", "secret": {"name": "t", "caBundle": "-----BEGIN CERTIFICATE-----"}}},
+         "caBundle"),
+        ({"listenHost": "[::]"}, "listenHost"),
+        ({"monitoring": {"serviceMonitor": {"enable": True}}}, "enable"),
+        ({"tests": {"namespace": "Default"}}, "namespace"),
     ]
     for values, needle in bad_values:
         def reject(values=values, needle=needle) -> None:
@@ -750,8 +1626,8 @@ def run(args: argparse.Namespace) -> int:
               + " (kubernetes-validate ships core schemas only); checked structurally above")
     print(f"note: {h.validated_objects} rendered objects validated against Kubernetes "
           f"{h.kube_version} schemas (strict)")
-    print("note: `lookup` returns nothing offline, so CA reuse across upgrades (certs.mode=helm) "
-          "is not exercised here")
+    print("note: `lookup` returns nothing offline; certs.mode=helm's reuse and rotation were "
+          "exercised in a temporary chart copy whose psi.existingTLSSecret reads a fixture")
     return summary(h)
 
 
@@ -782,6 +1658,7 @@ def main() -> int:
                          f"(default: {MIN_KUBE} = the chart's minimum (matchConditions GA) "
                          "and the newest shipped by kubernetes-validate)")
     ap.add_argument("--chart", default=str(CHART_DIR), help="chart directory (default: %(default)s)")
+    ap.add_argument("--readme", default=str(README), help="README to compare (default: %(default)s)")
     ap.add_argument("--verbose", "-v", action="store_true")
     args = ap.parse_args()
     CHART_DIR = Path(args.chart).resolve()

@@ -6,6 +6,10 @@
 Prints a JSON list of every rendered object (NOTES.txt left out), in file order. The
 end-to-end tests use it to apply the chart's own webhook configurations to a real API
 server.
+
+The chart refuses to render without `image.repository` (no image is published); when
+--values sets none, TEST_IMAGE below is used (the e2e tests run the binary outside the
+cluster, so the Deployment's image is never pulled). `--image ''` turns that off.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - environment problem
     sys.exit(2)
 
 CHART_DIR = Path(__file__).resolve().parent.parent.parent / "charts" / "pullsecret-injector"
+TEST_IMAGE = "localhost:5000/pullsecret-injector"
 
 
 def main() -> int:
@@ -34,12 +39,17 @@ def main() -> int:
     ap.add_argument("--values", default="{}", help="values as a JSON object")
     ap.add_argument("--release", default="psi")
     ap.add_argument("--namespace", default="pullsecret-injector")
+    ap.add_argument("--image", default=TEST_IMAGE,
+                    help="image.repository when --values sets none (default: %(default)s)")
     args = ap.parse_args()
     try:
         values = json.loads(args.values)
     except json.JSONDecodeError as exc:
         print(f"render: --values is not JSON: {exc}", file=sys.stderr)
         return 2
+    image = values.get("image")
+    if args.image and not (isinstance(image, dict) and image.get("repository")):
+        values["image"] = {**(image if isinstance(image, dict) else {}), "repository": args.image}
     files = Chart.load(str(CHART_DIR)).render(
         values, name=args.release, namespace=args.namespace, is_install=True
     )

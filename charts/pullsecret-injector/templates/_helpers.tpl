@@ -41,11 +41,58 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{- define "psi.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{/* Prefix an image repository with global.imageRegistry. Input: dict root repo. */}}
+{{- define "psi.withRegistry" -}}
+{{- $reg := (.root.Values.global | default dict).imageRegistry | default "" }}
+{{- if $reg }}
+{{- printf "%s/%s" (trimSuffix "/" $reg) .repo }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- .repo }}
+{{- end }}
+{{- end }}
+
+{{/* The injector's image. There is no published image: fail with how to build one. */}}
+{{- define "psi.image" -}}
+{{- if not .Values.image.repository }}
+{{- fail "image.repository is not set, and no pullsecret-injector image is published. Build one from the repository's Dockerfile and push it to a registry your nodes can pull from:\n  docker build -t REGISTRY/pullsecret-injector:TAG . && docker push REGISTRY/pullsecret-injector:TAG\nthen install with --set image.repository=REGISTRY/pullsecret-injector --set image.tag=TAG (or image.digest=sha256:...)." }}
+{{- end }}
+{{- $repo := include "psi.withRegistry" (dict "root" . "repo" .Values.image.repository) }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The helm-test image (kubectl and sh). */}}
+{{- define "psi.testImage" -}}
+{{- $repo := include "psi.withRegistry" (dict "root" . "repo" .Values.tests.image.repository) }}
+{{- printf "%s:%s" $repo .Values.tests.image.tag }}
+{{- end }}
+
+{{/*
+A --listen / --metrics-listen address: ":PORT" (every IPv4 and IPv6 address)
+when host is empty, "[IPv6]:PORT", or "HOST:PORT". Input: dict host port.
+*/}}
+{{- define "psi.listenAddr" -}}
+{{- if not .host }}
+{{- printf ":%d" (int .port) }}
+{{- else if contains ":" .host }}
+{{- printf "[%s]:%d" .host (int .port) }}
+{{- else }}
+{{- printf "%s:%d" .host (int .port) }}
+{{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: given (and checked), or delay + drain + 5. */}}
+{{- define "psi.terminationGrace" -}}
+{{- $need := add (int .Values.shutdownDelaySeconds) (int .Values.drainTimeoutSeconds) }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $need 5 }}
+{{- else if le (int .Values.terminationGracePeriodSeconds) (int $need) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed shutdownDelaySeconds + drainTimeoutSeconds (%d + %d = %d), or the kubelet kills the server while it drains: raise it (e.g. to %d) or leave it null to derive it" (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownDelaySeconds) (int .Values.drainTimeoutSeconds) (int $need) (add $need 5)) }}
+{{- else }}
+{{- int .Values.terminationGracePeriodSeconds }}
 {{- end }}
 {{- end }}
 
@@ -53,6 +100,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "psi.tlsSecretName" -}}
 {{- if eq .Values.certs.mode "secret" }}
 {{- required "certs.secret.name is required when certs.mode=secret" .Values.certs.secret.name }}
+{{- else if eq .Values.certs.mode "self" }}
+{{- /* Not <fullname>-tls: a Secret left by certs.mode=helm would not be ours. */}}
+{{- printf "%s-managed-tls" (include "psi.fullname" .) }}
 {{- else }}
 {{- printf "%s-tls" (include "psi.fullname" .) }}
 {{- end }}
@@ -88,15 +138,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $need }}true{{ end }}
 {{- end }}
 
-{{/* True ("true") when some registry uses a namespace label selector. */}}
-{{- define "psi.needsNamespaceRead" -}}
-{{- $need := .Values.sync.enabled }}
-{{- range .Values.registries }}
-{{- if and .namespaces .namespaces.selector }}{{ $need = true }}{{ end }}
-{{- end }}
-{{- if $need }}true{{ end }}
-{{- end }}
-
 {{/*
 Exact namespace names (no glob characters) from a list; used to extend the
 webhook namespaceSelector. Input: list. Output: JSON list.
@@ -117,4 +158,60 @@ webhook namespaceSelector. Input: list. Output: JSON list.
   expression: "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)"
 - name: exclude-node-users
   expression: "!request.userInfo.username.startsWith('system:node:')"
+{{- end }}
+
+{{/*
+Built-in CEL matchCondition of both webhooks (always rendered, whatever
+webhook.matchConditions / validatingWebhook.matchConditions say): an UPDATE
+whose containers, initContainers and ephemeralContainers all keep their images
+(same list, same order) is not sent. The server only ever judges images that
+are new compared with oldObject (and on pods/ephemeralcontainers only the new
+ephemeral containers), so for such an UPDATE it would answer "allowed, no
+patch" anyway; skipping it means a webhook outage cannot block label or
+finalizer patches, status-free metadata edits, or Pods stuck Terminating.
+CREATE always matches, and a pods/ephemeralcontainers UPDATE that adds a
+container changes the ephemeralContainers list, so it always matches too.
+The optional lists are read through has(). `image` is required in every
+container: an UPDATE lacking one (only possible before validation, on the
+mutating webhook's ephemeralcontainers path) is an evaluation error, handled
+by the failurePolicy, and is refused by validation anyway.
+
+Upstream rules (https://kubernetes.io/docs/reference/access-authn-authz/extensible-admission-controllers/#matching-requests-matchconditions):
+at most 64 matchConditions per webhook, each expression must compile and
+evaluate to bool (API server >= 1.30, where matchConditions are GA; the
+chart's kubeVersion), and an evaluation error applies the failurePolicy.
+*/}}
+{{- define "psi.builtinMatchConditions" -}}
+- name: skip-updates-without-new-images
+  expression: >-
+    request.operation != 'UPDATE' ||
+    object.spec.containers.map(c, c.image) !=
+    oldObject.spec.containers.map(c, c.image) ||
+    (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : []) !=
+    (has(oldObject.spec.initContainers) ? oldObject.spec.initContainers.map(c, c.image) : []) ||
+    (has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, c.image) : []) !=
+    (has(oldObject.spec.ephemeralContainers) ? oldObject.spec.ephemeralContainers.map(c, c.image) : [])
+{{- end }}
+
+{{/*
+All matchConditions of one webhook: the built-in ones, then the defaults
+(value null) or the user's list. Input: the value (null or list).
+*/}}
+{{- define "psi.matchConditions" -}}
+{{- include "psi.builtinMatchConditions" . }}
+{{- if kindIs "invalid" .user }}
+{{ include "psi.defaultMatchConditions" . }}
+{{- else if .user }}
+{{ toYaml .user }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TLS Secret of certs.mode=helm as it exists in the cluster (JSON; "{}"
+when absent, and always under `helm template` / --dry-run, where lookup
+returns nothing). tests/chart/check.py replaces this one definition in a
+temporary copy of the chart to exercise the reuse and rotation paths offline.
+*/}}
+{{- define "psi.existingTLSSecret" -}}
+{{- lookup "v1" "Secret" .Release.Namespace (include "psi.tlsSecretName" .) | default dict | toJson }}
 {{- end }}
