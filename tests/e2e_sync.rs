@@ -1,186 +1,98 @@
 //! Credential delivery against a real API server (envtest convention, see
-//! `tests/common/envtest.rs`). Run with
-//! `KUBEBUILDER_ASSETS=/path/to/bin cargo test --test e2e_sync -- --test-threads=1`;
+//! `tests/common/envtest.rs`), through the public surface only: the chart installed and
+//! the real binary (`serve`) running as its ServiceAccount (`tests/common/install.rs`),
+//! its `/readyz` and metrics, and what the Kubernetes API shows (objects, the sync Lease,
+//! the audit log). The shared world (source, registry entry, readers) is
+//! `tests/common/sync.rs`. Run with
+//! `KUBEBUILDER_ASSETS=$(tests/envtest/install.sh) cargo test --test e2e_sync -- --test-threads=1`;
 //! without it every test prints `skipped: KUBEBUILDER_ASSETS not set` and passes (under
 //! `CI=true` it fails instead).
+//!
+//! Fault scenarios (a leader killed, the API server frozen or restarted) are in
+//! `tests/e2e_sync_faults.rs`. The dry-run case (a dry-run Pod creates no copy) is
+//! `e2e_webhook::dry_run_creates_nothing`, and the plain admission-time create (a Pod in
+//! a namespace created the same instant finds its copy) is
+//! `e2e_webhook::pods_created_through_the_api_server_get_their_secret_and_it_exists`.
 
 #[path = "common/envtest.rs"]
 mod envtest;
+#[path = "common/install.rs"]
+mod install;
+mod support;
+#[path = "common/sync.rs"]
+mod sync;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use envtest::{Envtest, eventually};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::coordination::v1::Lease;
+use install::metric;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use pullsecret_injector::cluster::Cluster;
-use pullsecret_injector::config::Config;
-use pullsecret_injector::metrics::Metrics;
-use pullsecret_injector::sync::{self, KubeCluster};
 use serde_json::json;
+use sync::{
+    IMAGE, SECRET, SOURCE, SOURCE_NS, WAIT, auths, create_ns, data_of, entry, get_secret,
+    rotate_source, values, wait_copy, wait_gone,
+};
 
-const WAIT: Duration = Duration::from_secs(30);
-const RELEASE_NS: &str = "psi-system";
-
-const CONFIG: &str = r#"
-registries:
-  - name: tcr
-    match: ["*.tencentcloudcr.com"]
-    secret: tcr-pull
-    source: {namespace: creds, name: tcr-src}
-    namespaces:
-      include: ["team-*"]
-      selector: {matchLabels: {registry-access: tcr}}
-"#;
-
-fn auths(user: &str) -> Vec<u8> {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
-    format!(r#"{{"auths":{{"*.tencentcloudcr.com":{{"auth":"{auth}"}}}}}}"#).into_bytes()
+/// A Pod of the matched image without pull secrets of its own.
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"generateName": format!("{name}-")},
+        "spec": {"containers": [{"name": "a", "image": IMAGE, "imagePullPolicy": "IfNotPresent"}]}
+    }))
+    .unwrap()
 }
 
-fn pull_secret(ns: &str, name: &str, data: Vec<u8>) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(
-            ".dockerconfigjson".into(),
-            ByteString(data),
-        )])),
-        ..Default::default()
-    }
+fn pull_secrets(p: &Pod) -> Vec<String> {
+    p.spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten())
+        .map(|r| r.name.clone())
+        .collect()
 }
 
-async fn create_ns(c: &Client, name: &str, in_scope: bool) {
-    let labels =
-        in_scope.then(|| BTreeMap::from([("registry-access".to_string(), "tcr".to_string())]));
-    envtest::create_namespace(c, name, labels).await;
-}
-
-async fn get_secret(c: &Client, ns: &str, name: &str) -> Option<Secret> {
-    Api::<Secret>::namespaced(c.clone(), ns)
-        .get_opt(name)
+async fn create_pod(c: &Client, ns: &str, name: &str) -> Pod {
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &pod(name))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("create pod in {ns}: {e}"))
 }
 
-fn data_of(s: &Secret) -> Vec<u8> {
-    s.data.as_ref().unwrap()[".dockerconfigjson"].0.clone()
+/// Create requests (any outcome) our ServiceAccount sent for the copy in `ns`.
+fn create_attempts(env: &Envtest, ns: &str) -> usize {
+    sync::our_writes(env)
+        .iter()
+        .filter(|r| r.verb == "create" && r.namespace == ns && r.name == SECRET)
+        .count()
 }
 
-struct Harness {
-    env: Envtest,
-    cluster: Arc<KubeCluster>,
-    config: Arc<ArcSwap<Config>>,
-    tick: tokio::sync::watch::Sender<u64>,
-    metrics: Arc<Metrics>,
-}
-
-impl Harness {
-    fn config(&self) -> Arc<Config> {
-        self.config.load_full()
-    }
-
-    fn reload(&self, text: &str) {
-        self.config
-            .store(Arc::new(Config::parse(text, "e2e.yaml").unwrap()));
-        self.tick.send_modify(|v| *v += 1);
-    }
-}
-
-/// An API server with the namespaces `creds` (holding the source) and the release
-/// namespace, and the sync started with `config`. `before` runs before `start` (to plant
-/// a foreign Lease, for instance).
-async fn setup(config: &str, identity: &str, plant_foreign_lease: bool) -> Option<Harness> {
-    let env = envtest::start().await?;
-    let c = env.client.clone();
-    create_ns(&c, "creds", false).await;
-    create_ns(&c, RELEASE_NS, false).await;
-    Api::<Secret>::namespaced(c.clone(), "creds")
-        .create(
-            &PostParams::default(),
-            &pull_secret("creds", "tcr-src", auths("v1")),
-        )
-        .await
-        .unwrap();
-    if plant_foreign_lease {
-        envtest::hold_sync_lease_elsewhere(&c, RELEASE_NS).await;
-    }
-    let config = Arc::new(ArcSwap::from_pointee(
-        Config::parse(config, "e2e.yaml").unwrap(),
-    ));
-    let (tick, rx) = tokio::sync::watch::channel(0u64);
-    let metrics = Arc::new(Metrics::new());
-    let cluster = sync::start_cluster(
-        c.clone(),
-        config.clone(),
-        rx,
-        metrics.clone(),
-        identity.into(),
-        RELEASE_NS.into(),
-    )
-    .await
-    .unwrap();
-    eventually(WAIT, "caches synced", || {
-        let r = cluster.ready();
-        async move { r.then_some(()) }
-    })
-    .await;
-    Some(Harness {
-        env,
-        cluster,
-        config,
-        tick,
-        metrics,
-    })
-}
-
-/// Replaces the source's data (a credential rotation).
-async fn rotate_source(c: &Client, data: Vec<u8>) {
-    let mut s = get_secret(c, "creds", "tcr-src").await.unwrap();
-    s.data = pull_secret("creds", "tcr-src", data).data;
-    Api::<Secret>::namespaced(c.clone(), "creds")
-        .replace("tcr-src", &PostParams::default(), &s)
-        .await
-        .unwrap();
-}
-
-async fn wait_copy(c: &Client, ns: &str, want: &[u8]) -> Secret {
+/// The webhook's view (its caches) shows the copy in `ns`: a Pod admitted there gets the
+/// secret and the webhook sends no create for it (a copy missing from its view would
+/// cost a create-if-absent first, which the audit log records before the Pod is
+/// answered). Retried with new Pods until the view has caught up.
+async fn wait_webhook_sees_copy(env: &Envtest, ns: &str) {
+    let c = &env.client;
     eventually(
         WAIT,
-        &format!("copy in {ns} with expected data"),
+        &format!("a Pod in {ns} admitted without a create for its copy"),
         || async {
-            get_secret(c, ns, "tcr-pull")
-                .await
-                .filter(|s| data_of(s) == want)
+            let before = create_attempts(env, ns);
+            let p = create_pod(c, ns, "probe").await;
+            assert_eq!(pull_secrets(&p), [SECRET], "the webhook injects in {ns}");
+            (create_attempts(env, ns) == before).then_some(())
         },
     )
-    .await
-}
-
-async fn wait_gone(c: &Client, ns: &str) {
-    eventually(WAIT, &format!("no copy in {ns}"), || async {
-        get_secret(c, ns, "tcr-pull").await.is_none().then_some(())
-    })
-    .await
+    .await;
 }
 
 #[tokio::test]
 async fn copies_follow_scope_rotation_and_never_touch_unowned() {
-    let Some(h) = setup(CONFIG, "replica-0", false).await else {
+    let Some(env) = envtest::start().await else {
         return;
     };
-    let c = h.env.client.clone();
+    let c = env.client.clone();
     create_ns(&c, "team-a", true).await;
     create_ns(&c, "team-b", false).await;
     // team-c and team-d come into scope (by label) only once they hold unowned secrets
@@ -188,7 +100,7 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
     // by the failed create). Created in scope, the controller could copy first.
     create_ns(&c, "team-c", false).await;
     create_ns(&c, "team-d", false).await;
-    let mut theirs = pull_secret("team-c", "tcr-pull", auths("theirs"));
+    let mut theirs = sync::pull_secret("team-c", SECRET, auths("theirs"));
     theirs.metadata.labels = Some(BTreeMap::from([("owner".into(), "team-c".into())]));
     let theirs = Api::<Secret>::namespaced(c.clone(), "team-c")
         .create(&PostParams::default(), &theirs)
@@ -196,7 +108,7 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
         .unwrap();
     let opaque = Secret {
         metadata: ObjectMeta {
-            name: Some("tcr-pull".into()),
+            name: Some(SECRET.into()),
             namespace: Some("team-d".into()),
             ..Default::default()
         },
@@ -208,34 +120,34 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
         .await
         .unwrap();
 
+    let webhook = sync::install(&env, &values(json!([entry()])), "replica-0", false).await;
     for ns in ["team-c", "team-d"] {
-        envtest::label_namespace(&c, ns, "registry-access", Some("tcr")).await;
+        sync::set_in_scope(&c, ns, true).await;
     }
-
-    eventually(WAIT, "this replica leads", || {
-        let l = h.cluster.is_leader();
-        async move { l.then_some(()) }
+    eventually(WAIT, "replica-0 holds the sync Lease", || async {
+        (sync::lease_holder(&c).await.as_deref() == Some("replica-0")).then_some(())
     })
     .await;
+
     let copy = wait_copy(&c, "team-a", &auths("v1")).await;
     let labels = copy.metadata.labels.clone().unwrap();
-    assert_eq!(
-        labels["app.kubernetes.io/managed-by"],
-        "pullsecret-injector"
-    );
+    assert_eq!(labels[sync::MANAGED_BY], "pullsecret-injector");
     let ann = copy.metadata.annotations.clone().unwrap();
-    assert_eq!(ann["pullsecret-injector.io/source"], "creds/tcr-src");
+    assert_eq!(
+        ann["pullsecret-injector.io/source"],
+        format!("{SOURCE_NS}/{SOURCE}")
+    );
     assert_eq!(ann["pullsecret-injector.io/source-version"].len(), 64);
     assert_eq!(
         copy.type_.as_deref(),
         Some("kubernetes.io/dockerconfigjson")
     );
     assert!(
-        get_secret(&c, "team-b", "tcr-pull").await.is_none(),
+        get_secret(&c, "team-b", SECRET).await.is_none(),
         "out of scope (selector)"
     );
     assert!(
-        get_secret(&c, "creds", "tcr-pull").await.is_none(),
+        get_secret(&c, SOURCE_NS, SECRET).await.is_none(),
         "out of scope (include)"
     );
 
@@ -249,26 +161,40 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
     wait_copy(&c, "team-new", &auths("v2")).await;
 
     // relabelled out of scope: the copy goes
-    envtest::label_namespace(&c, "team-a", "registry-access", None).await;
+    sync::set_in_scope(&c, "team-a", false).await;
     wait_gone(&c, "team-a").await;
 
     // conflicts were reported, and the unowned secrets are byte-for-byte untouched
-    eventually(WAIT, "conflicts counted for team-c and team-d", || {
-        let n = h.metrics.sync_conflicts.get();
-        async move { (n >= 2).then_some(()) }
+    eventually(WAIT, "conflicts counted for team-c and team-d", || async {
+        let n = metric(
+            &webhook.metrics().await,
+            "pullsecret_injector_sync_conflicts_total",
+            &[],
+        )?;
+        (n >= 2.0).then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(c.clone(), "default");
-    eventually(WAIT, "a PullSecretConflict event", || async {
-        let l = events.list(&ListParams::default()).await.unwrap();
-        l.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("PullSecretConflict"))
-            .then_some(())
-    })
-    .await;
+    // Reported about the unowned Secret itself, so in the tenant's namespace.
+    for ns in ["team-c", "team-d"] {
+        let events: Api<Event> = Api::namespaced(c.clone(), ns);
+        eventually(
+            WAIT,
+            &format!("a PullSecretConflict event in {ns}"),
+            || async {
+                let l = events.list(&ListParams::default()).await.unwrap();
+                l.items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some("PullSecretConflict")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(SECRET)
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     for (ns, before) in [("team-c", &theirs), ("team-d", &opaque)] {
-        let now = get_secret(&c, ns, "tcr-pull").await.unwrap();
+        let now = get_secret(&c, ns, SECRET).await.unwrap();
         assert_eq!(
             now.metadata.resource_version, before.metadata.resource_version,
             "{ns}"
@@ -279,114 +205,107 @@ async fn copies_follow_scope_rotation_and_never_touch_unowned() {
             now.metadata.annotations, before.metadata.annotations,
             "{ns}"
         );
+        let written: Vec<_> = sync::our_writes(&env)
+            .into_iter()
+            .filter(|r| r.namespace == ns && r.ok())
+            .collect();
+        assert!(written.is_empty(), "{ns}: {written:#?}");
     }
-    // the webhook sees what exists
-    let facts = h.cluster.facts("team-new");
-    assert!(facts.secrets.unwrap().contains("tcr-pull"));
-    assert_eq!(facts.labels.unwrap()["registry-access"], "tcr");
+
+    // The webhook sees what exists: the labels (selector scope) and the copy.
+    wait_webhook_sees_copy(&env, "team-new").await;
+    let p = create_pod(&c, "team-b", "app").await;
+    assert!(pull_secrets(&p).is_empty(), "team-b is out of scope");
 }
 
 #[tokio::test]
-async fn admission_time_create_beats_the_pod_and_dry_run_creates_nothing() {
+async fn admission_time_create_honours_the_selector_and_leaves_unowned_alone() {
     // Another holder keeps the Lease: the reconciler never runs here, so whatever appears
     // was created by the admission-time path alone.
-    let Some(h) = setup(CONFIG, "replica-1", true).await else {
+    let Some(env) = envtest::start().await else {
         return;
     };
-    let c = h.env.client.clone();
-    let cfg = h.config();
-    let pod = |ns: &str| -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": "app", "namespace": ns},
-            "spec": {"containers": [{"name": "a", "image": "demo.tencentcloudcr.com/x/app:1"}],
-                     "imagePullSecrets": [{"name": "tcr-pull"}]}
-        }))
-        .unwrap()
-    };
-
+    let c = env.client.clone();
+    let webhook = sync::install(&env, &values(json!([entry()])), "replica-1", true).await;
+    // In scope, and no Pod ever: checked last, when a reconciler would long have copied.
     create_ns(&c, "team-fresh", true).await;
-    // dry run: the webhook skips ensure_secrets, and the API server persists nothing
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    Api::<Pod>::namespaced(c.clone(), "team-fresh")
-        .create(&dry, &pod("team-fresh"))
-        .await
-        .unwrap();
-    assert!(get_secret(&c, "team-fresh", "tcr-pull").await.is_none());
-    assert!(
-        Api::<Pod>::namespaced(c.clone(), "team-fresh")
-            .get_opt("app")
-            .await
-            .unwrap()
-            .is_none()
-    );
 
-    // real create, in the same instant as the namespace: ensure first, as the webhook does
+    // A namespace labelled into scope and a Pod in the same instant: the webhook's cache
+    // may not know the namespace yet (the selector is then decided by a lookup), and the
+    // copy exists when the Pod is admitted.
     create_ns(&c, "team-instant", true).await;
-    h.cluster
-        .ensure_secrets(&cfg, "team-instant", &["tcr-pull".to_string()])
-        .await
-        .unwrap();
-    Api::<Pod>::namespaced(c.clone(), "team-instant")
-        .create(&PostParams::default(), &pod("team-instant"))
-        .await
-        .unwrap();
-    let s = get_secret(&c, "team-instant", "tcr-pull")
+    let p = create_pod(&c, "team-instant", "app").await;
+    assert_eq!(pull_secrets(&p), [SECRET]);
+    let s = get_secret(&c, "team-instant", SECRET)
         .await
         .expect("secret exists when the pod is admitted");
     assert_eq!(data_of(&s), auths("v1"));
-    assert!(!h.cluster.is_leader());
+    let requests = sync::secret_requests(&env);
+    let created: Vec<_> = requests
+        .iter()
+        .filter(|r| r.namespace == "team-instant" && r.verb == "create" && r.ok())
+        .collect();
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert!(created[0].by_us(), "{created:#?}");
+    let pod_done = env
+        .audit_events()
+        .iter()
+        .filter(|e| e["stage"] == "ResponseComplete" && e["verb"] == "create")
+        .filter(|e| e["objectRef"]["resource"] == "pods")
+        .filter(|e| e["objectRef"]["namespace"] == "team-instant")
+        .filter_map(|e| e["stageTimestamp"].as_str()?.parse().ok())
+        .collect::<Vec<k8s_openapi::jiff::Timestamp>>();
+    assert_eq!(pod_done.len(), 1);
+    assert!(created[0].completed <= pod_done[0], "copy before the Pod");
 
-    // out of scope: nothing is created
+    // out of scope (no label): admitted without the secret, nothing created
     create_ns(&c, "team-nolabel", false).await;
-    h.cluster
-        .ensure_secrets(&cfg, "team-nolabel", &["tcr-pull".to_string()])
-        .await
-        .unwrap();
-    assert!(get_secret(&c, "team-nolabel", "tcr-pull").await.is_none());
+    let p = create_pod(&c, "team-nolabel", "app").await;
+    assert!(pull_secrets(&p).is_empty());
+    assert!(get_secret(&c, "team-nolabel", SECRET).await.is_none());
 
     // an unowned secret of that name: left alone, reported, admission still proceeds
     create_ns(&c, "team-owned", true).await;
     let theirs = Api::<Secret>::namespaced(c.clone(), "team-owned")
         .create(
             &PostParams::default(),
-            &pull_secret("team-owned", "tcr-pull", auths("theirs")),
+            &sync::pull_secret("team-owned", SECRET, auths("theirs")),
         )
         .await
         .unwrap();
     // the cache may not have seen it yet, so this may go through the failed-create path
-    h.cluster
-        .ensure_secrets(&cfg, "team-owned", &["tcr-pull".to_string()])
-        .await
-        .unwrap();
-    let now = get_secret(&c, "team-owned", "tcr-pull").await.unwrap();
+    create_pod(&c, "team-owned", "app").await;
+    let now = get_secret(&c, "team-owned", SECRET).await.unwrap();
     assert_eq!(
         now.metadata.resource_version,
         theirs.metadata.resource_version
     );
     assert_eq!(now.data, theirs.data);
 
-    // and no reconcile ever ran on this follower
-    assert!(get_secret(&c, "team-fresh", "tcr-pull").await.is_none());
+    // The namespace in scope without Pods got nothing: no reconcile ran on this follower.
+    assert!(get_secret(&c, "team-fresh", SECRET).await.is_none());
+    assert_eq!(
+        sync::lease_holder(&c).await.as_deref(),
+        Some("someone-else")
+    );
+    let text = webhook.metrics().await;
+    assert_eq!(
+        metric(&text, "pullsecret_injector_sync_reconciles_total", &[]).unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn service_accounts_get_the_secret_appended() {
-    let config = r#"
-registries:
-  - name: tcr
-    match: ["*.tencentcloudcr.com"]
-    secret: tcr-pull
-    source: {namespace: creds, name: tcr-src}
-    namespaces: {include: ["team-*"]}
-    serviceAccounts: [default, builder]
-"#;
-    let Some(h) = setup(config, "replica-0", false).await else {
+    let Some(env) = envtest::start().await else {
         return;
     };
-    let c = h.env.client.clone();
+    let c = env.client.clone();
+    let mut e = entry();
+    e["namespaces"] = json!({"include": ["team-*"]});
+    e["serviceAccounts"] = json!(["default", "builder"]);
+    // Before the install: the namespace (in scope by name) and its ServiceAccounts.
     create_ns(&c, "team-sa", false).await;
     let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "team-sa");
     // `default` exists already (kube-controller-manager made it); a tenant gave it a
@@ -403,6 +322,8 @@ registries:
     }))
     .unwrap();
     sas.create(&PostParams::default(), &builder).await.unwrap();
+    let _webhook = sync::install(&env, &values(json!([e])), "replica-0", false).await;
+
     let names = |sa: &ServiceAccount| -> Vec<String> {
         sa.image_pull_secrets
             .iter()
@@ -412,12 +333,12 @@ registries:
     };
     eventually(WAIT, "default SA has existing + tcr-pull", || async {
         let sa = sas.get("default").await.unwrap();
-        (names(&sa) == ["existing", "tcr-pull"]).then_some(())
+        (names(&sa) == ["existing", SECRET]).then_some(())
     })
     .await;
     eventually(WAIT, "builder SA has tcr-pull", || async {
         let sa = sas.get("builder").await.unwrap();
-        (names(&sa) == ["tcr-pull"]).then_some(())
+        (names(&sa) == [SECRET]).then_some(())
     })
     .await;
     wait_copy(&c, "team-sa", &auths("v1")).await;
@@ -425,33 +346,33 @@ registries:
 
 #[tokio::test]
 async fn config_reload_adds_and_removes_entries_and_invalid_sources_are_not_copied() {
-    let empty = "registries: []\n";
-    let Some(h) = setup(empty, "replica-0", false).await else {
+    let Some(env) = envtest::start().await else {
         return;
     };
-    let c = h.env.client.clone();
+    let c = env.client.clone();
+    let empty = values(json!([]));
+    let mut webhook = sync::install(&env, &empty, "replica-0", false).await;
     create_ns(&c, "team-r", true).await;
-    eventually(WAIT, "this replica leads", || {
-        let l = h.cluster.is_leader();
-        async move { l.then_some(()) }
+    eventually(WAIT, "replica-0 holds the sync Lease", || async {
+        (sync::lease_holder(&c).await.as_deref() == Some("replica-0")).then_some(())
     })
     .await;
-    assert!(get_secret(&c, "team-r", "tcr-pull").await.is_none());
+    assert!(get_secret(&c, "team-r", SECRET).await.is_none());
 
-    h.reload(CONFIG);
+    webhook.reconfigure(&values(json!([entry()]))).await;
     wait_copy(&c, "team-r", &auths("v1")).await;
 
-    h.reload(empty);
+    webhook.reconfigure(&empty).await;
     wait_gone(&c, "team-r").await;
 
     // an invalid source (Opaque) is reported on the source and never copied
-    Api::<Secret>::namespaced(c.clone(), "creds")
+    Api::<Secret>::namespaced(c.clone(), SOURCE_NS)
         .create(
             &PostParams::default(),
             &Secret {
                 metadata: ObjectMeta {
                     name: Some("bad-src".into()),
-                    namespace: Some("creds".into()),
+                    namespace: Some(SOURCE_NS.into()),
                     ..Default::default()
                 },
                 string_data: Some(BTreeMap::from([(".dockerconfigjson".into(), "{}".into())])),
@@ -460,8 +381,10 @@ async fn config_reload_adds_and_removes_entries_and_invalid_sources_are_not_copi
         )
         .await
         .unwrap();
-    h.reload(&CONFIG.replace("tcr-src", "bad-src"));
-    let events: Api<Event> = Api::namespaced(c.clone(), "creds");
+    let mut bad = entry();
+    bad["source"]["name"] = json!("bad-src");
+    webhook.reconfigure(&values(json!([bad]))).await;
+    let events: Api<Event> = Api::namespaced(c.clone(), SOURCE_NS);
     eventually(WAIT, "a SourceInvalid event in creds", || async {
         let l = events.list(&ListParams::default()).await.unwrap();
         l.items
@@ -470,46 +393,58 @@ async fn config_reload_adds_and_removes_entries_and_invalid_sources_are_not_copi
             .then_some(())
     })
     .await;
-    assert!(get_secret(&c, "team-r", "tcr-pull").await.is_none());
-    let _ = Api::<Secret>::namespaced(c.clone(), "creds")
+    assert!(get_secret(&c, "team-r", SECRET).await.is_none());
+    let _ = Api::<Secret>::namespaced(c.clone(), SOURCE_NS)
         .delete("bad-src", &DeleteParams::default())
         .await;
 }
 
 #[tokio::test]
 async fn two_replicas_one_writer_same_result() {
-    let Some(h) = setup(CONFIG, "replica-0", false).await else {
+    let Some(env) = envtest::start().await else {
         return;
     };
-    let c = h.env.client.clone();
-    let (tick2, rx2) = tokio::sync::watch::channel(0u64);
-    let second = sync::start_cluster(
-        c.clone(),
-        h.config.clone(),
-        rx2,
-        Arc::new(Metrics::new()),
-        "replica-1".into(),
-        RELEASE_NS.into(),
-    )
-    .await
-    .unwrap();
+    let c = env.client.clone();
+    let webhook = sync::install(&env, &values(json!([entry()])), "replica-0", false).await;
+    let second = webhook.start_replica("replica-1");
+    let replicas = [("replica-0", webhook.server()), ("replica-1", &second)];
     for i in 0..5 {
         create_ns(&c, &format!("team-{i}"), true).await;
     }
     for i in 0..5 {
         wait_copy(&c, &format!("team-{i}"), &auths("v1")).await;
     }
-    assert!(
-        h.cluster.is_leader() != second.is_leader(),
-        "exactly one replica holds the lease"
-    );
-    let lease = Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
-        .get(sync::lease::LEASE_NAME)
-        .await
-        .unwrap();
-    let holder = lease.spec.unwrap().holder_identity.unwrap();
-    assert!(holder == "replica-0" || holder == "replica-1");
-    drop(tick2);
+    // Exactly one replica says it leads, and it is the Lease holder.
+    let leader = eventually(WAIT, "exactly one replica reports leader", || async {
+        let mut leading = Vec::new();
+        for (id, s) in replicas {
+            if install::is_leader(s).await? {
+                leading.push(id);
+            }
+        }
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await;
+    assert_eq!(sync::lease_holder(&c).await.as_deref(), Some(leader));
+    // Only the leader wrote: each copy was created once, and the standby counts no copy.
+    for i in 0..5 {
+        let ns = format!("team-{i}");
+        let creates: Vec<_> = sync::our_writes(&env)
+            .into_iter()
+            .filter(|r| r.namespace == ns && r.ok())
+            .collect();
+        assert_eq!(creates.len(), 1, "{ns}: {creates:#?}");
+        assert_eq!(creates[0].verb, "create", "{ns}: {creates:#?}");
+    }
+    for (id, s) in replicas {
+        let text = install::scrape(s).await.expect("metrics");
+        let copies = metric(&text, "pullsecret_injector_sync_copies_total", &[]).unwrap_or(0.0);
+        if id == leader {
+            assert_eq!(copies, 5.0, "{id}:\n{text}");
+        } else {
+            assert_eq!(copies, 0.0, "{id}:\n{text}");
+        }
+    }
 }
 
 /// A control-plane restart breaks every connection and watch: the caches must resume
@@ -518,29 +453,21 @@ async fn two_replicas_one_writer_same_result() {
 /// the webhook's view catches up.
 #[tokio::test]
 async fn watches_resume_after_an_api_server_restart() {
-    let Some(mut h) = setup(CONFIG, "replica-0", false).await else {
+    let Some(mut env) = envtest::start().await else {
         return;
     };
-    let c = h.env.client.clone();
+    let c = env.client.clone();
+    let webhook = sync::install(&env, &values(json!([entry()])), "replica-0", false).await;
     create_ns(&c, "team-before", true).await;
     wait_copy(&c, "team-before", &auths("v1")).await;
 
-    h.env.restart_apiserver().await;
+    env.restart_apiserver().await;
 
     create_ns(&c, "team-after", true).await;
     wait_copy(&c, "team-after", &auths("v1")).await;
     rotate_source(&c, auths("v2")).await;
     wait_copy(&c, "team-before", &auths("v2")).await;
     wait_copy(&c, "team-after", &auths("v2")).await;
-    eventually(WAIT, "the webhook's cache sees team-after's copy", || {
-        let facts = h.cluster.facts("team-after");
-        async move {
-            facts
-                .secrets
-                .is_some_and(|s| s.contains("tcr-pull"))
-                .then_some(())
-        }
-    })
-    .await;
-    assert!(h.cluster.ready(), "ready again after the restart");
+    wait_webhook_sees_copy(&env, "team-after").await;
+    sync::wait_ready(&webhook, webhook.server(), true, WAIT).await;
 }

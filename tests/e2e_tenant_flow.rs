@@ -433,7 +433,7 @@ async fn unmodified_tenant_workloads_get_the_secret_and_it_exists_before_each_po
 
     // And the reconciler never ran: the Lease is still held elsewhere.
     let lease = Api::<Lease>::namespaced(c.clone(), RELEASE_NS)
-        .get(pullsecret_injector::sync::lease::LEASE_NAME)
+        .get(envtest::SYNC_LEASE)
         .await
         .unwrap();
     assert_eq!(
@@ -598,10 +598,7 @@ async fn service_accounts_option_appends_our_secret_and_keeps_the_tenants() {
     let _webhook = install(&env, &values, false).await;
     let leases: Api<Lease> = Api::namespaced(c.clone(), RELEASE_NS);
     eventually(WAIT, "the process holds the sync Lease", || async {
-        let l = leases
-            .get_opt(pullsecret_injector::sync::lease::LEASE_NAME)
-            .await
-            .ok()??;
+        let l = leases.get_opt(envtest::SYNC_LEASE).await.ok()??;
         (l.spec?.holder_identity.as_deref() == Some("replica-a")).then_some(())
     })
     .await;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::runtime::watcher;
 use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
 
 use super::desired::{
     ExistingSecret, Key, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceInfo, SOURCE_ANNOTATION,
@@ -181,7 +182,15 @@ pub(crate) struct Cache {
     pub(crate) accounts_watched: AtomicBool,
     /// Pinged on every change; the reconciler debounces.
     pub(crate) changed: Notify,
+    /// Watch name → when it last failed, until its next successful event.
+    failing: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// A watch that failed and has not delivered an event since counts as unhealthy for
+/// this long after its last error. A watch that reconnects delivers nothing until
+/// something changes (or a 410 makes it relist), so "no error for a while" is also
+/// health.
+const WATCH_GRACE: Duration = Duration::from_secs(10);
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|e| e.into_inner())
@@ -299,6 +308,32 @@ impl Cache {
         self.changed.notify_one();
     }
 
+    /// Records a watch's error, or a successful event (`ok`).
+    pub(crate) fn watch_result(&self, watch: &str, ok: bool) {
+        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            if !f.is_empty() {
+                f.remove(watch);
+            }
+        } else {
+            f.insert(watch.to_string(), Instant::now());
+        }
+    }
+
+    /// A watch no longer running (its source left the config).
+    pub(crate) fn forget_watch(&self, watch: &str) {
+        self.watch_result(watch, true);
+    }
+
+    /// No watch failed within [`WATCH_GRACE`] without recovering since.
+    pub(crate) fn watches_healthy(&self) -> bool {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .all(|t| t.elapsed() >= WATCH_GRACE)
+    }
+
     pub(crate) fn accounts_watched(&self) -> bool {
         self.accounts_watched.load(Ordering::Acquire)
     }
@@ -399,5 +434,23 @@ mod tests {
         let mut got: Vec<String> = c.relevant_secrets(&cfg).into_keys().map(|k| k.1).collect();
         got.sort();
         assert_eq!(got, vec!["mine", "named"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_watch_is_unhealthy_until_an_event_or_a_quiet_grace() {
+        let c = Cache::default();
+        assert!(c.watches_healthy());
+        c.watch_result("namespaces", false);
+        assert!(!c.watches_healthy());
+        c.watch_result("namespaces", true);
+        assert!(c.watches_healthy(), "an event heals it");
+        c.watch_result("secrets", false);
+        tokio::time::advance(WATCH_GRACE - Duration::from_millis(1)).await;
+        assert!(!c.watches_healthy());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(c.watches_healthy(), "reconnected silently: no error for the grace");
+        c.watch_result("source a/b", false);
+        c.forget_watch("source a/b");
+        assert!(c.watches_healthy(), "a watch no longer running does not count");
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
@@ -78,7 +79,9 @@ impl Cluster for KubeCluster {
     /// Caches listed, and (when it writes) the API server answered a Lease round within
     /// the renew deadline: a replica that cannot reach the API server says so.
     fn ready(&self) -> bool {
-        self.cache.ready() && (self.access == Access::ReadOnly || self.leadership.reachable())
+        self.cache.ready()
+            && self.cache.watches_healthy()
+            && (self.access == Access::ReadOnly || self.leadership.reachable())
     }
 }
 
@@ -184,9 +187,13 @@ pub(crate) async fn start(
         let api = Api::<Namespace>::all(client.clone());
         tasks.spawn(
             "namespace watch",
-            watch_into(api, watcher::Config::default(), "namespaces", move |ev| {
-                cache.apply_namespace(ev)
-            }),
+            watch_into(
+                api,
+                watcher::Config::default(),
+                "namespaces",
+                cache.clone(),
+                move |ev| cache.apply_namespace(ev),
+            ),
         );
     }
     for (slot, type_) in WATCHED_TYPES.iter().enumerate() {
@@ -195,7 +202,9 @@ pub(crate) async fn start(
         let cfg = watcher::Config::default().fields(&format!("type={type_}"));
         tasks.spawn(
             "secret watch",
-            watch_into(api, cfg, "secrets", move |ev| cache.apply_secret(slot, ev)),
+            watch_into(api, cfg, WATCHED_TYPES[slot], cache.clone(), move |ev| {
+                cache.apply_secret(slot, ev)
+            }),
         );
     }
     let cluster = Arc::new(KubeCluster {
@@ -266,22 +275,71 @@ pub(crate) async fn start(
     })
 }
 
-/// Feeds one watch into `f` forever; errors are logged and retried with kube-runtime's
-/// default backoff (the stream never ends by itself).
-async fn watch_into<K, F>(api: Api<K>, cfg: watcher::Config, what: &'static str, mut f: F)
-where
+/// Watch retry delays: 250 ms doubling to 5 s, back to 250 ms after any successful
+/// event. Not kube-runtime's default (800 ms doubling to 30 s, reset only after 120 s
+/// without an error): after an API-server restart that left relists waiting up to 30 s
+/// while the caches were stale. A handful of watches retrying at most every 5 s is no
+/// burden on a struggling API server.
+struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: WATCH_RETRY_FIRST,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_FIRST;
+    }
+}
+
+/// Feeds one watch into `f` forever; errors are logged, recorded for readiness and
+/// retried with [`WatchBackoff`] (the stream never ends by itself).
+async fn watch_into<K, F>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    what: &'static str,
+    cache: Arc<Cache>,
+    mut f: F,
+) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     F: FnMut(watcher::Event<K>) + Send + 'static,
 {
-    let mut s = watcher(api, cfg).default_backoff().boxed();
+    let mut s = watcher(api, cfg).backoff(WatchBackoff::default()).boxed();
     while let Some(ev) = s.next().await {
         match ev {
-            Ok(ev) => f(ev),
+            Ok(ev) => {
+                cache.watch_result(what, true);
+                f(ev)
+            }
             Err(e) => {
+                cache.watch_result(what, false);
                 tracing::warn!(error = %e, watch = what, "watch failed; retrying with backoff")
             }
         }
     }
+}
+
+fn source_watch_name(r: &SecretRef) -> String {
+    format!("source {}", source_string(r))
 }
 
 /// Keeps one watch per configured source (started and stopped as the config changes),
@@ -308,6 +366,7 @@ async fn follow_config(
             let keep = wanted.contains(r);
             if !keep {
                 h.abort();
+                cache.forget_watch(&source_watch_name(r));
             }
             keep
         });
@@ -320,13 +379,18 @@ async fn follow_config(
             let cache = cache.clone();
             let key = r.clone();
             let h = watches.spawn(async move {
+                let name = source_watch_name(&key);
                 let mut s = watcher::watch_object(api, &key.name)
-                    .default_backoff()
+                    .backoff(WatchBackoff::default())
                     .boxed();
                 while let Some(item) = s.next().await {
                     match item {
-                        Ok(obj) => cache.set_source(&key, obj),
+                        Ok(obj) => {
+                            cache.watch_result(&name, true);
+                            cache.set_source(&key, obj)
+                        }
                         Err(e) => {
+                            cache.watch_result(&name, false);
                             tracing::warn!(error = %e, source = %source_string(&key), "source watch failed; retrying")
                         }
                     }
@@ -346,6 +410,7 @@ async fn follow_config(
                     api,
                     watcher::Config::default(),
                     "serviceaccounts",
+                    cache.clone(),
                     move |ev| cache.apply_account(ev),
                 )
                 .await
@@ -372,5 +437,20 @@ async fn follow_config(
                 else => std::future::pending::<()>().await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_retries_double_to_five_seconds_and_reset() {
+        use kube::runtime::utils::Backoff;
+        let mut b = WatchBackoff::default();
+        let ms: Vec<u128> = b.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(WATCH_RETRY_FIRST));
     }
 }

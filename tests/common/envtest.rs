@@ -253,8 +253,24 @@ impl Envtest {
     /// (what a control-plane upgrade or crash looks like to clients: every connection and
     /// watch breaks); returns once it serves again.
     pub async fn restart_apiserver(&mut self) {
+        self.stop_apiserver();
+        self.start_apiserver().await;
+    }
+
+    /// Kills kube-apiserver (SIGKILL) and reaps it: from now on every request and watch
+    /// fails until [`Envtest::start_apiserver`]. etcd and its data stay.
+    pub fn stop_apiserver(&mut self) {
         let _ = self.apiserver.0.kill();
         let _ = self.apiserver.0.wait();
+    }
+
+    /// Starts kube-apiserver again (after [`Envtest::stop_apiserver`]) with the same
+    /// arguments, port, certificates and etcd; returns once it serves.
+    pub async fn start_apiserver(&mut self) {
+        assert!(
+            matches!(self.apiserver.0.try_wait(), Ok(Some(_))),
+            "kube-apiserver is still running"
+        );
         let log = self.dir.path().join("kube-apiserver.restarted.log");
         self.apiserver = Proc(spawn(
             &self.assets.join("kube-apiserver"),
@@ -283,6 +299,48 @@ impl Envtest {
     pub fn apiserver_log(&self) -> String {
         tail(&self.dir.path().join("kube-apiserver.log"))
     }
+
+    /// The running kube-apiserver's process id (it changes with every restart).
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.0.id()
+    }
+
+    /// Freezes kube-apiserver with SIGSTOP: connections stay open and requests hang, as
+    /// with a stalled control plane, until the returned guard is dropped (or
+    /// [`Frozen::thaw`]ed), which sends SIGCONT, so even a panicking test leaves no
+    /// stopped process behind. Make no API request while frozen: it would hang too.
+    pub fn freeze_apiserver(&self) -> Frozen {
+        let pid = self.apiserver_pid();
+        signal(pid, "STOP");
+        Frozen { pid }
+    }
+}
+
+/// A SIGSTOPped kube-apiserver; SIGCONT on drop. See [`Envtest::freeze_apiserver`].
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    /// Lets the API server run again.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.pid, "CONT");
+    }
+}
+
+/// Sends `sig` (a name: `STOP`, `CONT`, …) to `pid` with the `kill` command (the tests
+/// have no libc dependency); panics if it cannot be delivered.
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 /// Starts etcd, kube-apiserver and kube-controller-manager, or returns `None` when
@@ -487,6 +545,10 @@ where
     }
 }
 
+/// The name of the Lease the sync controller elects its writer with, in the release
+/// namespace (documented in the README, "One writer").
+pub const SYNC_LEASE: &str = "pullsecret-injector-sync";
+
 /// Plants a live sync Lease held by another identity in `namespace`, so a controller
 /// started afterwards stays passive: whatever appears then was done at admission time.
 pub async fn hold_sync_lease_elsewhere(client: &Client, namespace: &str) {
@@ -494,7 +556,7 @@ pub async fn hold_sync_lease_elsewhere(client: &Client, namespace: &str) {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     let lease = Lease {
         metadata: kube::api::ObjectMeta {
-            name: Some(pullsecret_injector::sync::lease::LEASE_NAME.into()),
+            name: Some(SYNC_LEASE.into()),
             ..Default::default()
         },
         spec: Some(LeaseSpec {

@@ -64,6 +64,56 @@ pub fn ghcr_values() -> Value {
     })
 }
 
+/// `server`'s `/metrics` as text, or `None` when it does not answer within 5 s (stopped,
+/// killed).
+pub async fn scrape(server: &Server) -> Option<String> {
+    let get = reqwest::get(format!("http://{}/metrics", server.metrics_addr));
+    let resp = tokio::time::timeout(Duration::from_secs(5), get)
+        .await
+        .ok()?
+        .ok()?;
+    tokio::time::timeout(Duration::from_secs(5), resp.text())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// The sum of the samples of metric `name` (the full sample name, e.g.
+/// `pullsecret_injector_sync_copies_total`) in the OpenMetrics `text` whose labels include
+/// every `labels` pair; `None` when no sample matches. Label values must not contain `,`
+/// or `"` (ours do not).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (sample, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if sample != name {
+            continue;
+        }
+        let have: Vec<&str> = label_text.split(',').collect();
+        if labels
+            .iter()
+            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+            && let Ok(v) = value.parse::<f64>()
+        {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// Whether `server` reports itself the sync leader (`pullsecret_injector_sync_leader` is
+/// 1); `None` when it does not answer or does not export the gauge.
+pub async fn is_leader(server: &Server) -> Option<bool> {
+    let text = scrape(server).await?;
+    metric(&text, "pullsecret_injector_sync_leader", &[]).map(|v| v == 1.0)
+}
+
 /// Rendered objects of `kind`.
 pub fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
@@ -82,8 +132,11 @@ pub async fn create_object(client: &Client, discovery: &Discovery, namespace: &s
     let (ar, caps) = discovery
         .resolve_gvk(&gvk)
         .unwrap_or_else(|| panic!("unknown kind {gvk:?}"));
+    // The object's own namespace wins (the chart puts the `helm test` Role in
+    // `tests.namespace`); `namespace` is the default.
+    let ns = dynamic.metadata.namespace.as_deref().unwrap_or(namespace);
     let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &ar),
+        Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
         Scope::Cluster => Api::all_with(client.clone(), &ar),
     };
     api.create(&PostParams::default(), &dynamic)
@@ -191,22 +244,84 @@ impl Install {
     /// Starts (or restarts) the process on the same address and certificate.
     pub fn start(&mut self) {
         assert!(self.server.is_none(), "already running");
-        let cert = self.tls.path().join("tls.crt");
-        let key = self.tls.path().join("tls.key");
-        let mut args: Vec<&str> = vec![
-            "--listen",
-            &self.addr,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--release-namespace",
-            RELEASE_NS,
-        ];
-        args.extend(self.extra_args.iter().map(String::as_str));
+        let mut args = self.common_args();
+        args.extend(["--listen".to_string(), self.addr.clone()]);
+        args.extend(self.extra_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.server = Some(Server::start_with(&self.config, &args, false));
+    }
+
+    /// What every process of this install runs with: certificate, ServiceAccount
+    /// kubeconfig, release namespace.
+    fn common_args(&self) -> Vec<String> {
+        let path = |p: PathBuf| p.to_str().expect("utf-8 path").to_string();
+        vec![
+            "--tls-cert".into(),
+            path(self.tls.path().join("tls.crt")),
+            "--tls-key".into(),
+            path(self.tls.path().join("tls.key")),
+            "--kubeconfig".into(),
+            path(self.kubeconfig.clone()),
+            "--release-namespace".into(),
+            RELEASE_NS.into(),
+        ]
+    }
+
+    /// Another replica of the Deployment: a second process with the same config (its own
+    /// copy of the file), certificate and ServiceAccount, on its own random ports, with
+    /// leader-election identity `identity` (the API server does not call it: the webhook
+    /// configurations point at [`Install::server`]).
+    pub fn start_replica(&self, identity: &str) -> Server {
+        let mut args = self.common_args();
+        args.extend(["--identity".to_string(), identity.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_with(&self.config, &args, false)
+    }
+
+    /// What `helm upgrade` with `values` does to the running process's config: renders the
+    /// chart and replaces the process's config file with the new `config.yaml` (written
+    /// beside it and renamed over it, atomically as a ConfigMap volume update is); returns
+    /// once the process counts a successful reload (so `values` must change the config).
+    /// RBAC and webhook configurations are not re-applied: keep to values that need no
+    /// other permissions.
+    pub async fn reconfigure(&mut self, values: &Value) {
+        let config = of_kind(&support::render_chart(values), "ConfigMap")
+            .first()
+            .and_then(|cm| cm["data"]["config.yaml"].as_str())
+            .expect("the chart renders config.yaml")
+            .to_string();
+        let reloads = |text: &str| {
+            metric(
+                text,
+                "pullsecret_injector_config_reloads_total",
+                &[("result", "success")],
+            )
+            .unwrap_or(0.0)
+        };
+        let before = reloads(&self.metrics().await);
+        let path = &self.server().config_path;
+        let tmp = path.with_extension("yaml.new");
+        std::fs::write(&tmp, &config).expect("write config");
+        std::fs::rename(&tmp, path).expect("replace config");
+        self.config = config;
+        envtest::eventually(Duration::from_secs(10), "the config reload", || async {
+            (reloads(&scrape(self.server()).await?) > before).then_some(())
+        })
+        .await;
+    }
+
+    /// `GET /readyz` on `server`'s webhook port (a process of this install): the status
+    /// code, or `None` when it does not answer within 5 s.
+    pub async fn readyz(&self, server: &Server) -> Option<u16> {
+        let client = support::client_trusting(&self.tls.path().join("ca.crt"));
+        let resp = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get(server.url("/readyz")).send(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(resp.status().as_u16())
     }
 
     /// Kills the process (the API server now finds nothing listening).
