@@ -448,9 +448,15 @@ mod tests {
         tokio::time::advance(WATCH_GRACE - Duration::from_millis(1)).await;
         assert!(!c.watches_healthy());
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(c.watches_healthy(), "reconnected silently: no error for the grace");
+        assert!(
+            c.watches_healthy(),
+            "reconnected silently: no error for the grace"
+        );
         c.watch_result("source a/b", false);
         c.forget_watch("source a/b");
-        assert!(c.watches_healthy(), "a watch no longer running does not count");
+        assert!(
+            c.watches_healthy(),
+            "a watch no longer running does not count"
+        );
     }
 }
