@@ -28,7 +28,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::ObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::future::Future;
@@ -39,10 +39,8 @@ use crate::metrics::Metrics;
 use crate::server::tls::ReloadingResolver;
 use decide::{Ca, Policy, Stored};
 
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-const MANAGED_BY_VALUE: &str = "pullsecret-injector";
+use crate::ownership::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_ours, post_params as pp};
 const PUBLISHED_ANNOTATION: &str = "pullsecret-injector.io/ca-bundle-published";
-const FIELD_MANAGER: &str = "pullsecret-injector";
 /// Start gives up after this long without a certificate (RBAC, an unreachable API server).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// One API request may take this long.
@@ -137,14 +135,6 @@ fn parse(secret: &Secret) -> Option<Stored> {
     })
 }
 
-fn is_ours(s: &Secret) -> bool {
-    s.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY_VALUE)
-}
-
 fn render(stored: &Stored, name: &str, namespace: &str) -> Secret {
     let mut data = BTreeMap::new();
     let mut put = |k: &str, v: &str| {
@@ -169,10 +159,7 @@ fn render(stored: &Stored, name: &str, namespace: &str) -> Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.into(),
-                MANAGED_BY_VALUE.into(),
-            )])),
+            labels: Some(crate::ownership::labels()),
             annotations,
             ..Default::default()
         },
@@ -186,13 +173,6 @@ async fn bounded<T>(what: &str, f: impl Future<Output = Result<T, kube::Error>>)
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(r) => r.with_context(|| what.to_string()),
         Err(_) => bail!("{what}: no answer within {REQUEST_TIMEOUT:?}"),
-    }
-}
-
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
     }
 }
 
@@ -211,6 +191,40 @@ fn agreed_hash<'a>(bundles: impl Iterator<Item = Option<&'a ByteString>>) -> Opt
     hash
 }
 
+/// The two webhook configuration kinds, as far as the CA bundle goes.
+trait WebhookConfiguration:
+    kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+    /// Each webhook's `clientConfig.caBundle`.
+    fn ca_bundles(&self) -> Vec<Option<&ByteString>>;
+    fn set_ca_bundles(&mut self, bundle: &ByteString);
+}
+
+/// The two kinds' webhooks differ in type but share `clientConfig`.
+macro_rules! webhook_configuration {
+    ($kind:ty) => {
+        impl WebhookConfiguration for $kind {
+            fn ca_bundles(&self) -> Vec<Option<&ByteString>> {
+                let hooks = self.webhooks.iter().flatten();
+                hooks.map(|w| w.client_config.ca_bundle.as_ref()).collect()
+            }
+
+            fn set_ca_bundles(&mut self, bundle: &ByteString) {
+                for w in self.webhooks.iter_mut().flatten() {
+                    w.client_config.ca_bundle = Some(bundle.clone());
+                }
+            }
+        }
+    };
+}
+
+webhook_configuration!(MutatingWebhookConfiguration);
+webhook_configuration!(ValidatingWebhookConfiguration);
+
 impl Manager {
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.opts.namespace)
@@ -220,25 +234,14 @@ impl Manager {
     /// and all exist.
     async fn live_bundle(&self) -> Result<Option<String>> {
         let mut hashes = Vec::new();
-        let m: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        for name in &self.opts.mutating {
-            let Some(c) = bounded("reading webhook configuration", m.get_opt(name)).await? else {
-                return Ok(None);
-            };
-            let hooks = c.webhooks.unwrap_or_default();
-            hashes.push(agreed_hash(
-                hooks.iter().map(|w| w.client_config.ca_bundle.as_ref()),
-            ));
-        }
-        let v: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        for name in &self.opts.validating {
-            let Some(c) = bounded("reading webhook configuration", v.get_opt(name)).await? else {
-                return Ok(None);
-            };
-            let hooks = c.webhooks.unwrap_or_default();
-            hashes.push(agreed_hash(
-                hooks.iter().map(|w| w.client_config.ca_bundle.as_ref()),
-            ));
+        let all_exist = self
+            .hashes::<MutatingWebhookConfiguration>(&self.opts.mutating, &mut hashes)
+            .await?
+            && self
+                .hashes::<ValidatingWebhookConfiguration>(&self.opts.validating, &mut hashes)
+                .await?;
+        if !all_exist {
+            return Ok(None);
         }
         let first = hashes.first().cloned().flatten();
         Ok(hashes
@@ -248,46 +251,49 @@ impl Manager {
             .flatten())
     }
 
+    /// Appends the bundle hash each configuration `names` of kind `K` agrees on; false
+    /// when one does not exist.
+    async fn hashes<K: WebhookConfiguration>(
+        &self,
+        names: &[String],
+        out: &mut Vec<Option<String>>,
+    ) -> Result<bool> {
+        let api: Api<K> = Api::all(self.client.clone());
+        for name in names {
+            let Some(c) = bounded("reading webhook configuration", api.get_opt(name)).await? else {
+                return Ok(false);
+            };
+            out.push(agreed_hash(c.ca_bundles().into_iter()));
+        }
+        Ok(true)
+    }
+
     /// Writes `bundle` into every webhook of every configured configuration that does not
     /// carry it yet (replace with the resourceVersion read: a concurrent change retries).
     async fn publish(&self, bundle: &[String]) -> Result<()> {
         let want = ByteString(decide::bundle_text(bundle).into_bytes());
-        let m: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        for name in &self.opts.mutating {
-            let Some(mut c) = bounded("reading webhook configuration", m.get_opt(name)).await?
+        self.publish_to::<MutatingWebhookConfiguration>(&self.opts.mutating, &want)
+            .await?;
+        self.publish_to::<ValidatingWebhookConfiguration>(&self.opts.validating, &want)
+            .await
+    }
+
+    async fn publish_to<K: WebhookConfiguration>(
+        &self,
+        names: &[String],
+        want: &ByteString,
+    ) -> Result<()> {
+        let api: Api<K> = Api::all(self.client.clone());
+        for name in names {
+            let Some(mut c) = bounded("reading webhook configuration", api.get_opt(name)).await?
             else {
                 continue;
             };
-            let hooks = c.webhooks.get_or_insert_with(Vec::new);
-            if hooks
-                .iter()
-                .all(|w| w.client_config.ca_bundle.as_ref() == Some(&want))
-            {
+            if c.ca_bundles().into_iter().all(|b| b == Some(want)) {
                 continue;
             }
-            for w in hooks.iter_mut() {
-                w.client_config.ca_bundle = Some(want.clone());
-            }
-            bounded("updating caBundle", m.replace(name, &pp(), &c)).await?;
-            tracing::info!(webhook_configuration = %name, "caBundle updated");
-        }
-        let v: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        for name in &self.opts.validating {
-            let Some(mut c) = bounded("reading webhook configuration", v.get_opt(name)).await?
-            else {
-                continue;
-            };
-            let hooks = c.webhooks.get_or_insert_with(Vec::new);
-            if hooks
-                .iter()
-                .all(|w| w.client_config.ca_bundle.as_ref() == Some(&want))
-            {
-                continue;
-            }
-            for w in hooks.iter_mut() {
-                w.client_config.ca_bundle = Some(want.clone());
-            }
-            bounded("updating caBundle", v.replace(name, &pp(), &c)).await?;
+            c.set_ca_bundles(want);
+            bounded("updating caBundle", api.replace(name, &pp(), &c)).await?;
             tracing::info!(webhook_configuration = %name, "caBundle updated");
         }
         Ok(())
@@ -300,7 +306,7 @@ impl Manager {
         let name = &self.opts.secret;
         let existing = bounded("reading the certificate secret", api.get_opt(name)).await?;
         if let Some(s) = &existing
-            && !is_ours(s)
+            && !is_ours(&s.metadata)
         {
             return Err(ForeignSecret(format!("{}/{name}", self.opts.namespace)).into());
         }
@@ -413,41 +419,37 @@ fn is_foreign(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ForeignSecret>().is_some()
 }
 
+/// Watches the object `name` and pings `changed` on every event.
+fn spawn_notifying<K>(
+    watches: &mut tokio::task::JoinSet<()>,
+    api: Api<K>,
+    name: String,
+    changed: &Arc<Notify>,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let n = changed.clone();
+    watches.spawn(async move {
+        let mut s = watcher::watch_object(api, &name).default_backoff().boxed();
+        while s.next().await.is_some() {
+            n.notify_one();
+        }
+    });
+}
+
 /// Re-runs a step on every change of the Secret or a webhook configuration, and on a
 /// timer; errors are logged and retried (the served certificate stays).
 async fn run(m: Manager, resolver: Arc<ReloadingResolver>, mut served: String) {
     let changed = Arc::new(Notify::new());
     let mut watches = tokio::task::JoinSet::new();
-    let secret_api = m.secrets();
-    let name = m.opts.secret.clone();
-    let n = changed.clone();
-    watches.spawn(async move {
-        let mut s = watcher::watch_object(secret_api, &name)
-            .default_backoff()
-            .boxed();
-        while s.next().await.is_some() {
-            n.notify_one();
-        }
-    });
-    for name in m.opts.mutating.clone() {
+    spawn_notifying(&mut watches, m.secrets(), m.opts.secret.clone(), &changed);
+    for name in &m.opts.mutating {
         let api: Api<MutatingWebhookConfiguration> = Api::all(m.client.clone());
-        let n = changed.clone();
-        watches.spawn(async move {
-            let mut s = watcher::watch_object(api, &name).default_backoff().boxed();
-            while s.next().await.is_some() {
-                n.notify_one();
-            }
-        });
+        spawn_notifying(&mut watches, api, name.clone(), &changed);
     }
-    for name in m.opts.validating.clone() {
+    for name in &m.opts.validating {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(m.client.clone());
-        let n = changed.clone();
-        watches.spawn(async move {
-            let mut s = watcher::watch_object(api, &name).default_backoff().boxed();
-            while s.next().await.is_some() {
-                n.notify_one();
-            }
-        });
+        spawn_notifying(&mut watches, api, name.clone(), &changed);
     }
     let tick = m.tick();
     loop {
