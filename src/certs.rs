@@ -36,17 +36,10 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
 /// A new CA and a serving certificate for `names` (DNS names or IP addresses).
 pub fn generate(names: &[String], valid_days: i64) -> Result<Bundle> {
     let now = OffsetDateTime::now_utc();
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "pullsecret-injector CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = now - Duration::hours(1);
-    ca.not_after = now + Duration::days(valid_days.max(1) * 2);
+    let ca = ca_params(
+        now - Duration::hours(1),
+        now + Duration::days(valid_days.max(1) * 2),
+    )?;
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let ca_pem = ca_cert.pem();
@@ -66,9 +59,17 @@ pub fn generate(names: &[String], valid_days: i64) -> Result<Bundle> {
     })
 }
 
-/// A CA valid from an hour before `now` (clock skew) until `now + validity`:
-/// (certificate, key) PEM.
+/// A CA valid from a little before `now` (clock skew; see `backdate`) until
+/// `now + validity`: (certificate, key) PEM.
 pub fn generate_ca(now: OffsetDateTime, validity: Duration) -> Result<(String, String)> {
+    let ca = ca_params(now - backdate(validity), now + validity)?;
+    let key = KeyPair::generate()?;
+    let cert = ca.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The parameters of every CA we make.
+fn ca_params(not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name
@@ -78,11 +79,9 @@ pub fn generate_ca(now: OffsetDateTime, validity: Duration) -> Result<(String, S
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca.not_before = now - backdate(validity);
-    ca.not_after = now + validity;
-    let key = KeyPair::generate()?;
-    let cert = ca.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    ca.not_before = not_before;
+    ca.not_after = not_after;
+    Ok(ca)
 }
 
 /// A serving certificate for `names`, valid from an hour before `now` until
