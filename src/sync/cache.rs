@@ -17,8 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 use super::desired::{
-    ExistingSecret, Key, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceInfo, SOURCE_ANNOTATION,
-    ServiceAccountInfo, SourceState,
+    ExistingSecret, Key, NamespaceInfo, SOURCE_ANNOTATION, ServiceAccountInfo, SourceState,
 };
 use super::source::{self, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::admission::NamespaceFacts;
@@ -131,11 +130,7 @@ pub(crate) fn secret_info(s: &Secret) -> Option<(Key, ExistingSecret)> {
     let m = &s.metadata;
     let key = (m.namespace.clone()?, m.name.clone()?);
     let type_ = s.type_.clone().unwrap_or_else(|| "Opaque".into());
-    let managed = m
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY_VALUE);
+    let managed = crate::ownership::is_ours(m);
     let empty = BTreeMap::new();
     Some((
         key,
@@ -352,6 +347,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ownership::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
     use k8s_openapi::ByteString;
     use kube::api::ObjectMeta;
 

@@ -15,8 +15,7 @@ use crate::image;
 
 use super::source::{InvalidSource, ValidSource};
 
-pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub(crate) const MANAGED_BY_VALUE: &str = "pullsecret-injector";
+pub(crate) use crate::ownership::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 pub(crate) const SOURCE_ANNOTATION: &str = "pullsecret-injector.io/source";
 pub(crate) const VERSION_ANNOTATION: &str = "pullsecret-injector.io/source-version";
 
@@ -459,10 +458,7 @@ pub(crate) fn build_copy(namespace: &str, name: &str, src: &SecretRef, v: &Valid
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.into(),
-                MANAGED_BY_VALUE.into(),
-            )])),
+            labels: Some(crate::ownership::labels()),
             annotations: Some(BTreeMap::from([
                 (SOURCE_ANNOTATION.into(), source_string(src)),
                 (VERSION_ANNOTATION.into(), v.hash.clone()),
@@ -473,14 +469,6 @@ pub(crate) fn build_copy(namespace: &str, name: &str, src: &SecretRef, v: &Valid
         data: Some(v.data.clone()),
         ..Default::default()
     }
-}
-
-pub(crate) fn is_managed(s: &Secret) -> bool {
-    s.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY_VALUE)
 }
 
 /// The JSON patch appending `secret` to a ServiceAccount's `imagePullSecrets`. The
@@ -1063,7 +1051,7 @@ registries:
         };
         let v = crate::sync::source::validate(&s).unwrap();
         let c = build_copy("n", "copy", &r("c", "src"), &v);
-        assert!(is_managed(&c));
+        assert!(crate::ownership::is_ours(&c.metadata));
         let a = c.metadata.annotations.as_ref().unwrap();
         assert_eq!(a[SOURCE_ANNOTATION], "c/src");
         assert_eq!(a[VERSION_ANNOTATION], v.hash);

@@ -37,7 +37,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::ObjectMeta;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -213,12 +213,7 @@ pub(crate) struct Election {
     metrics: Arc<Metrics>,
 }
 
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: Some(super::FIELD_MANAGER.into()),
-        ..Default::default()
-    }
-}
+use crate::ownership::post_params as pp;
 
 impl Election {
     pub(crate) fn new(

@@ -34,8 +34,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// Field manager and Event reporter name.
-pub(crate) const FIELD_MANAGER: &str = "pullsecret-injector";
+pub(crate) use crate::ownership::FIELD_MANAGER;
 
 /// Starts the watches and, with [`Access::ReadWrite`], the leader election and the
 /// reconciler. Every replica keeps the

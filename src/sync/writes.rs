@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::Status;
 use kube::{Api, Client};
 
@@ -69,12 +69,7 @@ pub(crate) struct Writer {
     reporter: Arc<Reporter>,
 }
 
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: Some(super::FIELD_MANAGER.into()),
-        ..Default::default()
-    }
-}
+use crate::ownership::post_params as pp;
 
 fn api_is(e: &WriteError, pred: fn(&Status) -> bool) -> bool {
     matches!(e, WriteError::Api { source, .. } if is(source, pred))
@@ -151,7 +146,7 @@ impl Writer {
             Err(e) if api_is(&e, Status::is_already_exists) => {
                 let what = || format!("reading secret {ns}/{name}");
                 match self.call(gate, "get", what, api.get_opt(name)).await? {
-                    Some(s) if desired::is_managed(&s) => Ok(Created::AlreadyOurs),
+                    Some(s) if crate::ownership::is_ours(&s.metadata) => Ok(Created::AlreadyOurs),
                     Some(_) => {
                         self.reporter
                             .mark_foreign((ns.to_string(), name.to_string()));
