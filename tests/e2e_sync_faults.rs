@@ -379,6 +379,22 @@ async fn leader_killed_mid_rotation_fails_over_without_double_writes() {
     }
 }
 
+/// The namespaces of the freeze and restart tests.
+const NAMESPACES: [&str; 3] = ["team-1", "team-2", "team-3"];
+
+/// One replica leading, with a copy of source `v1` in each of [`NAMESPACES`].
+async fn copies_in_three_namespaces(env: &envtest::Envtest) -> install::Install {
+    for ns in NAMESPACES {
+        create_ns(&env.client, ns, true).await;
+    }
+    let install = sync::install(env, &values(json!([entry()])), "a", false).await;
+    for ns in NAMESPACES {
+        wait_copy(&env.client, ns, &auths("v1")).await;
+    }
+    wait_leader(install.server(), true, WAIT).await;
+    install
+}
+
 /// The API server freezes (SIGSTOP) for longer than the lease: the leader cannot renew,
 /// so it stops writing within the renew deadline and says so on its gauge (its metrics
 /// port is its own, and answers); once the API server runs again it leads again and a new
@@ -389,16 +405,8 @@ async fn api_server_frozen_past_the_lease_leader_steps_down_then_resumes() {
         return;
     };
     let c = env.client.clone();
-    let namespaces = ["team-1", "team-2", "team-3"];
-    for ns in namespaces {
-        create_ns(&c, ns, true).await;
-    }
-    let mut install = sync::install(&env, &values(json!([entry()])), "a", false).await;
+    let mut install = copies_in_three_namespaces(&env).await;
     let _log = LogOnPanic::new("the process", install.server());
-    for ns in namespaces {
-        wait_copy(&c, ns, &auths("v1")).await;
-    }
-    wait_leader(install.server(), true, WAIT).await;
 
     const FREEZE: Duration = Duration::from_secs(25);
     let frozen = env.freeze_apiserver();
@@ -433,7 +441,7 @@ async fn api_server_frozen_past_the_lease_leader_steps_down_then_resumes() {
         thawed.elapsed()
     );
     rotate_source(&c, auths("v2")).await;
-    for ns in namespaces {
+    for ns in NAMESPACES {
         wait_copy(&c, ns, &auths("v2")).await;
     }
     sync::wait_ready(&install, install.server(), true, WAIT).await;
@@ -451,16 +459,8 @@ async fn api_server_restart_readiness_follows_the_watches_and_nothing_is_recopie
         return;
     };
     let c = env.client.clone();
-    let namespaces = ["team-1", "team-2", "team-3"];
-    for ns in namespaces {
-        create_ns(&c, ns, true).await;
-    }
-    let mut install = sync::install(&env, &values(json!([entry()])), "a", false).await;
+    let mut install = copies_in_three_namespaces(&env).await;
     let _log = LogOnPanic::new("the process", install.server());
-    for ns in namespaces {
-        wait_copy(&c, ns, &auths("v1")).await;
-    }
-    wait_leader(install.server(), true, WAIT).await;
 
     let before = copies(install.server()).await;
     assert_eq!(before, 3.0, "three copies created");
@@ -518,7 +518,7 @@ async fn api_server_restart_readiness_follows_the_watches_and_nothing_is_recopie
         PROPAGATION,
         "the rotation after the restart in every copy (ready, so the watches are live)",
         || async {
-            for ns in namespaces {
+            for ns in NAMESPACES {
                 let copy = get_secret(&c, ns, SECRET).await?;
                 (data_of(&copy) == auths("v2")).then_some(())?;
             }
