@@ -9,14 +9,13 @@ use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::admission::{self, Endpoint, NamespaceFacts};
 use crate::cluster::{Cluster, NoCluster};
-use crate::config::{Config, PolicyMode};
+use crate::config::Config;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::server::listen::ListenAddr;
 use crate::server::{self, Limits, tls::ReloadingResolver};
 use crate::webhook::Webhook;
-use crate::{certs, manifest, reload};
+use crate::{certs, offline, reload};
 
 /// The example configuration, used by `serve` when no `--config` is given.
 pub const EMBEDDED_CONFIG: &str = include_str!("../examples/config.yaml");
@@ -36,57 +35,35 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTPS admission webhook.
     Serve(Box<ServeArgs>),
-    /// Validate a config file: prints `ok`, or `FILE:LINE:COL: reason` and exits 1.
-    Check {
-        #[arg(long)]
-        config: PathBuf,
-    },
+    /// Validate a config: prints `ok` (warnings on stderr), or `FILE:LINE:COL: reason` on
+    /// stderr and exits 1.
+    Check(offline::CheckArgs),
     /// Answer one AdmissionReview from a file or stdin, exactly as the server would.
-    Review {
-        #[arg(long)]
-        config: PathBuf,
-        /// AdmissionReview JSON file, or `-` for stdin.
-        #[arg(short = 'f', long = "file", default_value = "-")]
-        file: String,
-        #[arg(long, value_enum, default_value_t = EndpointArg::Mutate)]
-        endpoint: EndpointArg,
-    },
+    Review(offline::ReviewArgs),
     /// Print manifests with their pod templates mutated as the webhook would mutate the pods.
-    Mutate(ManifestArgs),
+    Mutate(offline::MutateArgs),
     /// Report registry-policy breaches in manifests; exits 1 if enforce mode would reject one.
-    Verify(ManifestArgs),
+    Verify(offline::VerifyArgs),
+    /// Run test suites (`pullsecret-injector-test.yaml`); exits 1 on any mismatch.
+    Test(offline::TestArgs),
     /// Generate a CA and a serving certificate for the webhook Service; prints the caBundle.
-    Certs {
-        #[arg(long)]
-        out_dir: PathBuf,
-        #[arg(long, default_value = "pullsecret-injector")]
-        service: String,
-        #[arg(long, default_value = "pullsecret-injector")]
-        namespace: String,
-        /// Extra DNS names or IP addresses for the certificate.
-        #[arg(long)]
-        dns: Vec<String>,
-        #[arg(long, default_value_t = 365)]
-        days: i64,
-    },
+    Certs(CertsArgs),
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ManifestArgs {
+pub struct CertsArgs {
     #[arg(long)]
-    pub config: PathBuf,
-    /// Manifest file (multi-document YAML, or JSON), or `-` for stdin.
-    #[arg(short = 'f', long = "file")]
-    pub file: String,
-    /// Namespace for objects that do not name one.
-    #[arg(long, short = 'n', default_value = "default")]
+    pub out_dir: PathBuf,
+    #[arg(long, default_value = "pullsecret-injector")]
+    pub service: String,
+    #[arg(long, default_value = "pullsecret-injector")]
     pub namespace: String,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum EndpointArg {
-    Mutate,
-    Validate,
+    /// Extra DNS names or IP addresses for the certificate.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Validity in days (at least 1).
+    #[arg(long, default_value_t = 365, allow_negative_numbers = true)]
+    pub days: i64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,106 +199,44 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-fn read_input(file: &str) -> Result<Vec<u8>> {
-    if file == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading stdin")?;
-        Ok(buf)
-    } else {
-        std::fs::read(file).with_context(|| format!("reading {file}"))
-    }
-}
-
 fn load_config(path: &Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Parses the command line. Installed as `kubectl-pullsecret_injector` (krew's name for
+/// the plugin `pullsecret-injector`), kubectl runs this binary for
+/// `kubectl pullsecret-injector …`; help and errors then name that command.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("kubectl-"));
+    let mut cmd = Cli::command();
+    if plugin {
+        cmd = cmd.bin_name("kubectl pullsecret-injector");
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs a sub-command, returning the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Serve(args) => serve(*args).await.map(|_| 0),
-        Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("ok");
-                Ok(0)
-            }
-            Err(e) => {
-                println!("{e}");
-                Ok(1)
-            }
-        },
-        Command::Review {
-            config,
-            file,
-            endpoint,
-        } => {
-            let cfg = load_config(&config)?;
-            let body = read_input(&file)?;
-            let endpoint = match endpoint {
-                EndpointArg::Mutate => Endpoint::Mutate,
-                EndpointArg::Validate => Endpoint::Validate,
-            };
-            match admission::review(endpoint, &body, &cfg, &NamespaceFacts::default()) {
-                Ok(out) => {
-                    println!("{}", String::from_utf8_lossy(&out));
-                    Ok(0)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(2)
-                }
-            }
-        }
-        Command::Mutate(ManifestArgs {
-            config,
-            file,
-            namespace,
-        }) => {
-            let cfg = load_config(&config)?;
-            let text = String::from_utf8(read_input(&file)?).context("manifest is not UTF-8")?;
-            let (format, mut docs) = manifest::read_documents(&text)?;
-            for w in manifest::mutate_documents(&mut docs, &cfg, &namespace)? {
-                eprintln!("warning: {w}");
-            }
-            print!("{}", manifest::write_documents(format, &docs)?);
-            Ok(0)
-        }
-        Command::Verify(ManifestArgs {
-            config,
-            file,
-            namespace,
-        }) => {
-            let cfg = load_config(&config)?;
-            if cfg.policy.is_none() {
-                bail!(
-                    "{}: no `policy` section; nothing to verify",
-                    config.display()
-                );
-            }
-            let text = String::from_utf8(read_input(&file)?).context("manifest is not UTF-8")?;
-            let (_, mut docs) = manifest::read_documents(&text)?;
-            let breaches = manifest::verify_documents(&mut docs, &cfg, &namespace)?;
-            let mut rejected = 0;
-            for b in &breaches {
-                println!("{}: {}: {}", b.object, b.mode.as_str(), b.offence.long);
-                if b.mode == PolicyMode::Enforce {
-                    rejected += 1;
-                }
-            }
-            if breaches.is_empty() {
-                println!("ok: no policy breaches");
-            }
-            Ok(if rejected > 0 { 1 } else { 0 })
-        }
-        Command::Certs {
+        Command::Check(args) => offline::check(&args),
+        Command::Review(args) => offline::review(&args),
+        Command::Mutate(args) => offline::mutate(&args),
+        Command::Verify(args) => offline::verify(&args),
+        Command::Test(args) => offline::test(&args),
+        Command::Certs(CertsArgs {
             out_dir,
             service,
             namespace,
             dns,
             days,
-        } => {
+        }) => {
+            offline::certs_input::check(&service, &namespace, &dns, days)?;
             let mut names = certs::service_names(&service, &namespace);
             names.extend(dns);
             let b = certs::generate(&names, days)?;

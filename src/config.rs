@@ -269,24 +269,42 @@ impl Config {
 
     /// Parses YAML (JSON is YAML, so both are accepted). `file` is used in error messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = if text.trim().is_empty() {
+        // A file of only comments (or `---`) holds no config, just like an empty one; the
+        // YAML library would read it as null and complain about a type instead.
+        let blank = text.lines().all(|l| {
+            let t = l.trim();
+            t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+        });
+        if blank {
             return Err(ConfigError {
                 file: file.into(),
                 line: 1,
                 col: 1,
                 reason: "config is empty (expected at least `registries:`)".into(),
             });
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                let loc = e.location();
-                ConfigError {
-                    file: file.into(),
-                    line: loc.map_or(0, |l| l.line()),
-                    col: loc.map_or(0, |l| l.column()),
-                    reason: one_line(&e.without_snippet().to_string()),
-                }
-            })?
-        };
+        }
+        // The field path (`registries[0].match`) is recorded while deserialising, so a type
+        // error names the field as the README promises, not just a position.
+        let mut path = String::new();
+        let raw: RawConfig = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        })
+        .map_err(|e| {
+            let loc = e.location();
+            ConfigError {
+                file: file.into(),
+                line: loc.map_or(0, |l| l.line()),
+                col: loc.map_or(0, |l| l.column()),
+                reason: with_path(
+                    &path,
+                    &one_line(&e.without_snippet().to_string()),
+                    loc.map_or("a value", |l| node_at(text, l.line(), l.column())),
+                ),
+            }
+        })?;
         Compiler { file }.compile(raw)
     }
 
@@ -321,14 +339,72 @@ impl Config {
     }
 }
 
-/// serde-saphyr's messages may span lines and repeat the position; keep the reason only.
+/// serde-saphyr's messages may span lines, repeat the position and end in advice for
+/// programmers (`set DuplicateKeyPolicy in Options`, `use from_str_multiple`); keep the
+/// reason only.
 fn one_line(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = match first.find(" at line ") {
         Some(i) => &first[..i],
         None => first,
     };
+    let first = first
+        .split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(first);
+    let first = match first.find("; use from_str_multiple") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    if first.starts_with("multiple YAML documents detected") {
+        return "a config is one YAML document; found more after `---`".into();
+    }
     first.trim_end_matches('.').to_string()
+}
+
+/// `registries[0].match: expected a list of patterns, got a string`: the field path in
+/// front (without the `.value` steps our `Spanned` wrappers add), and the library's
+/// `expected sequence start` turned into words a config author uses, with what was
+/// written instead read from the text at the error's position.
+fn with_path(path: &str, reason: &str, got: &str) -> String {
+    let path = path.replace(".value.", ".").replace(".value[", "[");
+    let path = path.strip_suffix(".value").unwrap_or(&path);
+    let expected = match reason {
+        "expected sequence start" if path.ends_with(".match") => Some("a list of patterns"),
+        "expected sequence start" => Some("a list"),
+        "expected mapping start" => Some("a mapping"),
+        "expected string scalar" => Some("a string"),
+        "invalid boolean" => Some("true or false"),
+        _ => None,
+    };
+    let reason = match expected {
+        Some(e) => format!("expected {e}, got {got}"),
+        None => reason.replace('`', "'"),
+    };
+    if path.is_empty() || path == "." || path == "?" {
+        reason
+    } else {
+        format!("{path}: {reason}")
+    }
+}
+
+/// What kind of YAML node starts at `line:col` (1-based), for "got …" in messages.
+fn node_at(text: &str, line: u64, col: u64) -> &'static str {
+    let rest: String = text
+        .lines()
+        .nth(line.saturating_sub(1) as usize)
+        .map(|l| l.chars().skip(col.saturating_sub(1) as usize).collect())
+        .unwrap_or_default();
+    let rest = rest.trim_start();
+    if rest.starts_with('[') || rest == "-" || rest.starts_with("- ") {
+        "a list"
+    } else if rest.starts_with('{') {
+        "a mapping"
+    } else if rest.is_empty() || rest.starts_with('~') || rest.starts_with("null") {
+        "nothing"
+    } else {
+        "a string"
+    }
 }
 
 struct Compiler<'a> {
@@ -454,6 +530,10 @@ impl Compiler<'_> {
     }
 
     fn scope(&self, s: &RawScope, field: &str) -> Result<NamespaceScope, ConfigError> {
+        if let Some(sel) = &s.selector {
+            check_selector(&sel.value)
+                .map_err(|why| self.err(sel, format!("{field}.selector{why}")))?;
+        }
         let compiled_selector = match &s.selector {
             Some(sel) => Some(
                 Selector::try_from(sel.value.clone())
@@ -544,6 +624,32 @@ impl Compiler<'_> {
             overrides,
         })
     }
+}
+
+/// What the API server's `LabelSelectorAsSelector` rejects, which kube's `Selector` lets
+/// through: `In`/`NotIn` need values, `Exists`/`DoesNotExist` must have none. A selector
+/// Kubernetes would refuse must not silently mean something here. The error starts with
+/// the path below `selector` (`.matchExpressions[0]: …`).
+fn check_selector(sel: &LabelSelector) -> Result<(), String> {
+    for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+        let n = e.values.as_ref().map_or(0, Vec::len);
+        let why = match e.operator.as_str() {
+            "In" | "NotIn" if n == 0 => "needs at least one value",
+            "Exists" | "DoesNotExist" if n > 0 => "must not have values",
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => continue,
+            _ => {
+                return Err(format!(
+                    ".matchExpressions[{i}].operator: {:?} is not In, NotIn, Exists or DoesNotExist",
+                    e.operator
+                ));
+            }
+        };
+        return Err(format!(
+            ".matchExpressions[{i}]: operator {} {why} (key {:?})",
+            e.operator, e.key
+        ));
+    }
+    Ok(())
 }
 
 fn is_label_value(s: &str) -> bool {
@@ -645,6 +751,44 @@ mod tests {
         assert!(!e.contains('\n'), "{e}");
         let e = err("registries: [\n");
         assert!(e.starts_with("c.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path_without_library_advice() {
+        let e = err("registries:\n  - name: a\n    match: ghcr.io\n    secret: s\n");
+        assert_eq!(
+            e,
+            "c.yaml:3:12: registries[0].match: expected a list of patterns, got a string"
+        );
+        let e = err(
+            "registries:\n  - {name: a, match: [a.io], secret: s}\n  - {name: b, match: [b.io], secret: s}\n  - name: c\n    match: [c.io]\n",
+        );
+        assert!(e.contains("registries[2]: missing field 'secret'"), "{e}");
+        let e = err("registries: []\nregistries: []\n");
+        assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+        assert!(e.contains("duplicate"), "{e}");
+        let e = err("registries: []\n---\nregistries: []\n");
+        assert!(!e.contains("from_str_multiple"), "{e}");
+        assert_eq!(err("# only a comment\n\n# another\n"), err(""));
+    }
+
+    #[test]
+    fn selectors_kubernetes_rejects_are_rejected() {
+        let cfg = |expr: &str| {
+            format!(
+                "registries:\n  - name: a\n    match: [a.io]\n    secret: s\n    namespaces:\n      selector: {{matchExpressions: [{expr}]}}\n"
+            )
+        };
+        let e = err(&cfg("{key: k, operator: Exists, values: [x]}"));
+        assert!(
+            e.contains("registries[0].namespaces.selector.matchExpressions[0]: operator Exists must not have values"),
+            "{e}"
+        );
+        let e = err(&cfg("{key: k, operator: In, values: []}"));
+        assert!(e.contains("operator In needs at least one value"), "{e}");
+        let e = err(&cfg("{key: k, operator: Has}"));
+        assert!(e.contains("\"Has\" is not In, NotIn"), "{e}");
+        assert!(Config::parse(&cfg("{key: k, operator: Exists}"), "c.yaml").is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod managed_certs;
 pub mod manifest;
 pub mod matcher;
 pub mod metrics;
+mod offline;
 mod ownership;
 pub mod reload;
 pub mod server;

@@ -1,9 +1,8 @@
-use clap::Parser;
-use pullsecret_injector::cli::{Cli, run};
+use pullsecret_injector::cli::{parse, run};
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     match run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

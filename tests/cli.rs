@@ -22,10 +22,11 @@ fn check_reports_ok_or_file_line_col() {
         &dir,
         "registries:\n  - name: a\n    match: [\"*.io\", \"https://x.io\"]\n    secret: s\n",
     );
-    let (code, out, _) = run_cli(&["check", "--config", &bad], b"");
-    assert_eq!(code, 1);
+    // errors go to stderr, stdout stays empty
+    let (code, out, err) = run_cli(&["check", "--config", &bad], b"");
+    assert_eq!((code, out.as_str()), (1, ""));
     assert_eq!(
-        out.trim_end(),
+        err.trim_end(),
         format!(
             "{bad}:3:21: registries[0].match: invalid registry pattern \"https://x.io\": write the registry host without a scheme"
         )
@@ -35,10 +36,10 @@ fn check_reports_ok_or_file_line_col() {
         &dir,
         "registries:\n  - name: a\n    match: [x.io]\n    secret: s\nalwaysPullImages: sometimes\n",
     );
-    let (code, out, _) = run_cli(&["check", "--config", &bad], b"");
+    let (code, _, err) = run_cli(&["check", "--config", &bad], b"");
     assert_eq!(code, 1);
-    assert!(out.starts_with(&format!("{bad}:5:")), "{out}");
-    assert!(out.contains("sometimes"), "{out}");
+    assert!(err.starts_with(&format!("{bad}:5:")), "{err}");
+    assert!(err.contains("sometimes"), "{err}");
 }
 
 /// The pods the HTTPS tests use, answered by `review` and by the server: identical.
@@ -219,13 +220,16 @@ fn mutate_command_previews_workloads() {
         json!([{"name": "tcr-pull"}])
     );
 
-    // malformed YAML: a clear error with a position
+    // malformed YAML: a clear error with a position, naming the input once
     let (code, _, err) = run_cli(
         &["mutate", "--config", &config, "-f", "-"],
         b"kind: Pod\nspec: [\n",
     );
     assert_eq!(code, 2);
-    assert!(err.contains("parsing YAML manifest: line"), "{err}");
+    assert!(
+        err.starts_with("error: <stdin>: parsing YAML manifest: line"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
