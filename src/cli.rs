@@ -46,6 +46,9 @@ pub enum Command {
     Verify(offline::VerifyArgs),
     /// Run test suites (`pullsecret-injector-test.yaml`); exits 1 on any mismatch.
     Test(offline::TestArgs),
+    /// Print the config as MutatingAdmissionPolicy and ValidatingAdmissionPolicy objects
+    /// (with bindings) that do what the webhook does, with no webhook (Kubernetes 1.36+).
+    ExportPolicies(crate::policy_export::ExportArgs),
     /// Generate a CA and a serving certificate for the webhook Service; prints the caBundle.
     Certs(CertsArgs),
 }
@@ -229,6 +232,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Mutate(args) => offline::mutate(&args),
         Command::Verify(args) => offline::verify(&args),
         Command::Test(args) => offline::test(&args),
+        Command::ExportPolicies(args) => crate::policy_export::run(&args),
         Command::Certs(CertsArgs {
             out_dir,
             service,

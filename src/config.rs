@@ -167,6 +167,8 @@ struct RawOverride {
 pub struct NamespaceScope {
     pub(crate) include: Vec<String>,
     pub(crate) exclude: Vec<String>,
+    /// The selector as written, for `export-policies` (which compiles it to CEL).
+    pub(crate) selector: Option<LabelSelector>,
     compiled_selector: Option<Selector>,
 }
 
@@ -544,6 +546,7 @@ impl Compiler<'_> {
         Ok(NamespaceScope {
             include: self.globs(&s.include, &format!("{field}.include"))?,
             exclude: self.globs(&s.exclude, &format!("{field}.exclude"))?,
+            selector: s.selector.as_ref().map(|sel| sel.value.clone()),
             compiled_selector,
         })
     }

@@ -18,6 +18,7 @@ pub mod matcher;
 pub mod metrics;
 mod offline;
 mod ownership;
+mod policy_export;
 pub mod reload;
 pub mod server;
 pub mod sync;

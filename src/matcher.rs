@@ -36,6 +36,19 @@ enum PatternKind {
     },
 }
 
+/// A pattern's parts: lower-cased host labels (most significant last, `*` globs within
+/// one label), the exact port if one was written, and the path prefix (no leading or
+/// trailing `/`, empty for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatternParts<'a> {
+    Any,
+    Host {
+        labels: &'a [String],
+        port: Option<&'a str>,
+        path: &'a str,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid registry pattern {pattern:?}: {reason}")]
 pub struct PatternError {
@@ -148,6 +161,18 @@ impl Pattern {
 
     pub fn as_str(&self) -> &str {
         &self.raw
+    }
+
+    /// What the pattern matches, for compilers into other languages (`export-policies`).
+    pub(crate) fn parts(&self) -> PatternParts<'_> {
+        match &self.kind {
+            PatternKind::Any => PatternParts::Any,
+            PatternKind::Host { labels, port, path } => PatternParts::Host {
+                labels,
+                port: port.as_deref(),
+                path,
+            },
+        }
     }
 
     /// Direct (unindexed) test; the index must agree with it, which the tests check.
@@ -285,6 +310,11 @@ impl<T: Clone> Matcher<T> {
 
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
+    }
+
+    /// The patterns in insertion order (the order matches are reported in).
+    pub(crate) fn patterns(&self) -> &[Pattern] {
+        &self.patterns
     }
 
     /// Every `(pattern id, value)` matching `image`, in insertion order.
