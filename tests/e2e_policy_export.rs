@@ -295,11 +295,47 @@ fn corpus(full: bool) -> Vec<Case> {
 type Answer = Result<Value, (u16, String)>;
 
 /// What the API server answered and stored for one case.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Outcome {
     created: Answer,
-    warnings: Vec<String>,
-    ephemeral: Option<(Answer, Vec<String>)>,
+    warnings: Warnings,
+    ephemeral: Option<(Answer, Warnings)>,
+}
+
+/// Warnings without the API server's framing, sorted (webhooks and policies are called in
+/// different orders), and whether the API server cut them.
+#[derive(Debug, PartialEq)]
+struct Warnings {
+    texts: Vec<String>,
+    /// The API server keeps 4,096 characters of warnings per response and, past that,
+    /// cuts each to 256 and drops the rest (`endpoints/filters/warning.go`). A policy's
+    /// warnings carry its name, so fewer of them fit.
+    cut: bool,
+}
+
+impl Warnings {
+    /// Equal; or, where the policy side was cut, each of its warnings the start of one of
+    /// the webhook's (the framing took the rest).
+    fn same(webhook: &Warnings, policy: &Warnings) -> bool {
+        webhook.texts == policy.texts
+            || (policy.cut
+                && policy
+                    .texts
+                    .iter()
+                    .all(|p| webhook.texts.iter().any(|w| w.starts_with(p.as_str()))))
+    }
+}
+
+impl Outcome {
+    fn same(webhook: &Outcome, policy: &Outcome) -> bool {
+        webhook.created == policy.created
+            && Warnings::same(&webhook.warnings, &policy.warnings)
+            && match (&webhook.ephemeral, &policy.ephemeral) {
+                (None, None) => true,
+                (Some((a, wa)), Some((b, wb))) => a == b && Warnings::same(wa, wb),
+                _ => false,
+            }
+    }
 }
 
 /// The API server's `Warning: 299 - "text"` header values, unquoted.
@@ -338,12 +374,7 @@ fn unframe(text: &str) -> String {
     text.to_string()
 }
 
-async fn send(
-    c: &Client,
-    method: &str,
-    uri: &str,
-    body: &Value,
-) -> (Answer, Vec<String>) {
+async fn send(c: &Client, method: &str, uri: &str, body: &Value) -> (Answer, Warnings) {
     let req = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -352,11 +383,12 @@ async fn send(
         .unwrap();
     let res = c.send(req).await.expect("request");
     let status = res.status().as_u16();
-    let mut warnings: Vec<String> = warning_texts(res.headers())
-        .iter()
-        .map(|w| unframe(w))
-        .collect();
-    warnings.sort();
+    let framed = warning_texts(res.headers());
+    let runes: Vec<usize> = framed.iter().map(|w| w.chars().count()).collect();
+    let cut = runes.iter().sum::<usize>() > 4096 - 256 || runes.contains(&256);
+    let mut texts: Vec<String> = framed.iter().map(|w| unframe(w)).collect();
+    texts.sort();
+    let warnings = Warnings { texts, cut };
     let bytes = res.into_body().collect_bytes().await.expect("body");
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if status < 300 {
@@ -461,7 +493,7 @@ fn export(config: &str) -> Vec<Value> {
 /// Applies the exported objects and waits until the API server enforces them: a probe
 /// that each kind of policy changes (injection, an invalid-image warning, a denial, a
 /// `warn`-mode warning) in a namespace of its own.
-async fn apply_policies(env: &Envtest, objects: &[Value]) {
+async fn apply_policies(env: &Envtest, objects: &[Value], probes: &Probes) {
     let c = &env.client;
     let discovery = Discovery::new(c.clone()).run().await.expect("discovery");
     for o in objects {
@@ -485,15 +517,15 @@ async fn apply_policies(env: &Envtest, objects: &[Value]) {
                 .await
             }
         };
-        let (mutated, _) = probe("team-probe", "ghcr.io/acme/probe").await;
+        let (mutated, _) = probe("team-probe", probes.injected).await;
         let injected = mutated
             .as_ref()
             .is_ok_and(|p| p["spec"]["imagePullSecrets"].is_array());
-        let (denied, _) = probe("team-probe", "ghcr.io/evil/probe").await;
+        let (denied, _) = probe("team-probe", probes.denied).await;
         let (warn_result, warned) = probe("warn-probe", "Probe").await;
         let last =
             format!("mutated: {mutated:?}\ndenied: {denied:?}\nwarned: {warned:?} {warn_result:?}");
-        if injected && denied.is_err() && warned.len() >= 2 {
+        if injected && denied.is_err() && warned.texts.len() >= 2 {
             // The remaining policies were created in the same instant.
             tokio::time::sleep(Duration::from_secs(1)).await;
             return;
@@ -541,7 +573,18 @@ async fn wait_namespaces_seen(c: &Client, cases: &[Case]) {
     }
 }
 
-async fn equivalence(values: Value, full: bool) {
+/// Images the config injects a secret for, and denies, in a `team-*` namespace.
+struct Probes {
+    injected: &'static str,
+    denied: &'static str,
+}
+
+const PROBES: Probes = Probes {
+    injected: "ghcr.io/acme/probe",
+    denied: "ghcr.io/evil/probe",
+};
+
+async fn equivalence(values: Value, cases: Vec<Case>, probes: &Probes) {
     let (a, b) = tokio::join!(envtest::start(), envtest::start());
     let (Some(webhook_env), Some(policy_env)) = (a, b) else {
         println!("skipped: KUBEBUILDER_ASSETS not set");
@@ -549,9 +592,8 @@ async fn equivalence(values: Value, full: bool) {
     };
     let install = Install::new(&webhook_env, &values, &[]).await;
     let objects = export(&install.config);
-    apply_policies(&policy_env, &objects).await;
+    apply_policies(&policy_env, &objects, probes).await;
 
-    let cases = corpus(full);
     tokio::join!(
         prepare_namespaces(&webhook_env.client, &cases),
         prepare_namespaces(&policy_env.client, &cases)
@@ -564,7 +606,7 @@ async fn equivalence(values: Value, full: bool) {
     );
     let mut differences = Vec::new();
     for (i, (w, p)) in by_webhook.iter().zip(&by_policy).enumerate() {
-        if w != p {
+        if !Outcome::same(w, p) {
             differences.push(format!(
                 "case {i} ({} {}):\n  webhook: {}\n  policy:  {}",
                 namespace_name(i, &cases[i]),
@@ -591,14 +633,17 @@ async fn equivalence(values: Value, full: bool) {
         })
         .count();
     let denied = by_webhook.iter().filter(|o| o.created.is_err()).count();
-    let warned = by_webhook.iter().filter(|o| !o.warnings.is_empty()).count();
+    let warned = by_webhook
+        .iter()
+        .filter(|o| !o.warnings.texts.is_empty())
+        .count();
     println!(
         "{} cases: {injected} injected, {denied} denied, {warned} warned",
         cases.len()
     );
     assert!(
-        injected > 5 && denied > 5 && warned > 5,
-        "{injected} {denied} {warned}"
+        injected > 0 && denied > 0 && warned > 0,
+        "the corpus no longer exercises injection, denial and warnings: {injected} {denied} {warned}"
     );
 }
 
@@ -609,22 +654,113 @@ fn summary(o: &Outcome) -> Value {
     };
     json!({
         "created": side(&o.created),
-        "warnings": o.warnings,
-        "ephemeral": o.ephemeral.as_ref().map(|(r, w)| json!({"result": side(r), "warnings": w})),
+        "warnings": o.warnings.texts,
+        "ephemeral": o.ephemeral.as_ref().map(|(r, w)| json!({"result": side(r), "warnings": w.texts})),
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exported_policies_equal_the_webhook_with_no_forced_pulls() {
-    equivalence(values("none", policy(true, "private")), true).await;
+    equivalence(
+        values("none", policy(true, "private")),
+        corpus(true),
+        &PROBES,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exported_policies_equal_the_webhook_forcing_private_pulls() {
-    equivalence(values("private", policy(true, "private")), false).await;
+    equivalence(
+        values("private", policy(true, "private")),
+        corpus(false),
+        &PROBES,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exported_policies_equal_the_webhook_forcing_all_pulls() {
-    equivalence(values("all", policy(false, "all")), false).await;
+    equivalence(values("all", policy(false, "all")), corpus(false), &PROBES).await;
+}
+
+/// The sizes the CEL is kept affordable for (`policy_export::limits`): 200 registry
+/// entries and Pods of 50 images. Past the API server's cost limits a policy fails
+/// (here: injects nothing), which the comparison would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exported_policies_equal_the_webhook_at_200_entries_and_50_images() {
+    let kinds = [
+        |i: usize| format!("reg{i}.example.com"),
+        |i: usize| format!("*.zone{i}.example.net"),
+        |i: usize| format!("ghcr.io/org{i}"),
+        |i: usize| format!("registry.corp{i}.example:5000/team"),
+    ];
+    let n: usize = std::env::var("PE_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let registries: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("r{i}"), "match": [kinds[i % 4](i)], "secret": format!("s{}", i % 60)}))
+        .collect();
+    let allow: Vec<String> = (0..n.min(200))
+        .step_by(4)
+        .map(|i| kinds[i % 4](i))
+        .collect();
+    let values = json!({
+        "registries": registries,
+        "namespaces": {"exclude": ["kube-system"]},
+        "alwaysPullImages": "private",
+        "policy": {"mode": "enforce", "allow": allow, "deny": ["ghcr.io/org2/bad"],
+                   "overrides": [{"namespaces": ["warn-*"], "mode": "warn"}]},
+        "webhook": {"failurePolicy": "Fail"},
+        "validatingWebhook": {"failurePolicy": "Fail"}
+    });
+    // 50 images, the last ones matching the last entries (the longest scans).
+    let image = |i: usize| -> String {
+        let e = n - 1 - i;
+        match e % 4 {
+            0 => format!("reg{e}.example.com/app:{i}"),
+            1 => format!("a.zone{e}.example.net/app:{i}"),
+            2 => format!("ghcr.io/org{e}/app:{i}"),
+            _ => format!("registry.corp{e}.example:5000/team/app:{i}"),
+        }
+    };
+    let big = |f: &dyn Fn(usize) -> String| {
+        let containers: Vec<Value> = (0..45)
+            .map(|i| container(&format!("c{i}"), &f(i), None))
+            .collect();
+        let init: Vec<Value> = (45..50)
+            .map(|i| container(&format!("i{i}"), &f(i), None))
+            .collect();
+        pod_of(
+            json!({"initContainers": init, "containers": containers}),
+            None,
+        )
+    };
+    let mut cases = Vec::new();
+    for kind in ["team", "warn"] {
+        cases.push(Case {
+            kind,
+            labels: vec![],
+            pod: big(&image),
+            ephemeral: None,
+        });
+        cases.push(Case {
+            kind,
+            labels: vec![],
+            pod: big(&|i| format!("reg{}.example.com/app", i * 4)),
+            ephemeral: None,
+        });
+        cases.push(Case {
+            kind,
+            labels: vec![],
+            pod: big(&|i| format!("Bad{i}/x")),
+            ephemeral: None,
+        });
+    }
+    let probes = Probes {
+        injected: "reg0.example.com/probe",
+        denied: "ghcr.io/org2/bad/probe",
+    };
+    equivalence(values, cases, &probes).await;
 }

@@ -1,44 +1,114 @@
-//! What the exported CEL can afford. The API server stops an expression at a runtime cost
-//! of 1,000,000 and a policy's evaluation at 10,000,000 (k8s.io/apiserver
-//! `pkg/apis/cel/config.go`: `PerCallLimit`, `RuntimeCELCostBudget`); past either, the
-//! policy fails (and with `failurePolicy: Ignore` does nothing). The per-site cost grows
-//! with the number of patterns, so the export refuses configs beyond what was measured
-//! to fit for a Pod of `MAX_SITES` images (`benches/BENCHMARKS.md`).
+//! What the API server accepts and can afford.
+//!
+//! - **Size.** Each CEL expression may hold at most 100,000 code points (cel-go
+//!   `parser/options.go`, the default the API server keeps); a longer one makes the
+//!   policy's create fail. The per-site entry matching grows with the number of
+//!   patterns, so this bounds the config: the export measures every expression it made
+//!   and refuses rather than emit a policy the API server would reject.
+//! - **Cost.** An expression stops at a runtime cost of 1,000,000 and a policy's
+//!   evaluation at 10,000,000 (k8s.io/apiserver `pkg/apis/cel/config.go`: `PerCallLimit`,
+//!   `RuntimeCELCostBudget`); past either, the policy fails (with `failurePolicy:
+//!   Ignore` it does nothing). `tests/e2e_policy_export.rs` proves a config of 200
+//!   entries on Pods of 50 images within both, through a real API server.
 
-use crate::config::Config;
+use serde_json::Value;
 
-/// Image sites (containers of every kind plus image volumes) the limits are sized for.
-pub const MAX_SITES: usize = 50;
-/// Registry, allow and deny patterns together.
-pub const MAX_PATTERNS: usize = 1000;
+/// cel-go's `ExpressionSizeCodePointLimit` default.
+pub const MAX_EXPRESSION_CODE_POINTS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
     #[error(
-        "the config has {patterns} registry, allow and deny patterns; exported policies stay \
-         within the API server's CEL cost limits for Pods of {MAX_SITES} images only up to \
-         {MAX_PATTERNS} (use the webhook for this config, or merge patterns with `*` globs)"
+        "{object} {field} would be a CEL expression of {size} characters; the API server \
+         accepts at most {MAX_EXPRESSION_CODE_POINTS}. The config has too many patterns \
+         for admission policies: merge them with `*` globs, or use the webhook"
     )]
-    TooManyPatterns { patterns: usize },
+    ExpressionTooLong {
+        object: String,
+        field: String,
+        size: usize,
+    },
 }
 
-/// All patterns the CEL evaluates per site.
-pub(crate) fn pattern_count(cfg: &Config) -> usize {
-    let entries: usize = cfg.registries.iter().map(|r| r.patterns.len()).sum();
-    let rules: usize = cfg.policy.as_ref().map_or(0, |p| {
-        std::iter::once(&p.global)
-            .chain(p.overrides.iter().map(|(_, r)| r))
-            .map(|r| r.deny.patterns().len() + r.allow.as_ref().map_or(0, |a| a.patterns().len()))
-            .max()
-            .unwrap_or(0)
-    });
-    entries + rules
-}
-
-pub(crate) fn check(cfg: &Config) -> Result<(), LimitError> {
-    let patterns = pattern_count(cfg);
-    if patterns > MAX_PATTERNS {
-        return Err(LimitError::TooManyPatterns { patterns });
+/// Every CEL expression of the exported objects within the API server's size limit.
+pub(crate) fn check(objects: &[Value]) -> Result<(), LimitError> {
+    for o in objects {
+        let object = format!(
+            "{} {}",
+            o["kind"].as_str().unwrap_or_default(),
+            o["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        walk(&o["spec"], "spec", &mut |field, text| {
+            let size = text.chars().count();
+            if size > MAX_EXPRESSION_CODE_POINTS {
+                return Err(LimitError::ExpressionTooLong {
+                    object: object.clone(),
+                    field: field.to_string(),
+                    size,
+                });
+            }
+            Ok(())
+        })?;
     }
     Ok(())
+}
+
+fn walk(
+    v: &Value,
+    path: &str,
+    f: &mut impl FnMut(&str, &str) -> Result<(), LimitError>,
+) -> Result<(), LimitError> {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{path}.{k}");
+                match x {
+                    Value::String(s)
+                        if matches!(
+                            k.as_str(),
+                            "expression" | "messageExpression" | "valueExpression"
+                        ) =>
+                    {
+                        f(&p, s)?
+                    }
+                    _ => walk(x, &p, f)?,
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                walk(x, &format!("{path}[{i}]"), f)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_the_expression_over_the_limit() {
+        let long = "x".repeat(MAX_EXPRESSION_CODE_POINTS + 1);
+        let objects = vec![json!({
+            "kind": "MutatingAdmissionPolicy", "metadata": {"name": "p"},
+            "spec": {"variables": [{"name": "a", "expression": "1"}, {"name": "b", "expression": long}]}
+        })];
+        let e = check(&objects).unwrap_err();
+        assert_eq!(
+            e,
+            LimitError::ExpressionTooLong {
+                object: "MutatingAdmissionPolicy p".into(),
+                field: "spec.variables[1].expression".into(),
+                size: MAX_EXPRESSION_CODE_POINTS + 1
+            }
+        );
+        let ok = vec![
+            json!({"kind": "K", "metadata": {"name": "p"}, "spec": {"validations": [{"expression": "x".repeat(MAX_EXPRESSION_CODE_POINTS)}]}}),
+        ];
+        assert!(check(&ok).is_ok());
+    }
 }

@@ -147,7 +147,6 @@ fn validating_binding(
 
 /// Compiles `cfg` into policies and bindings named after `prefix`.
 pub fn export(cfg: &Config, prefix: &str) -> Result<Exported, LimitError> {
-    limits::check(cfg)?;
     let names = Names::new(prefix);
     let mut objects = Vec::new();
     let map = inject::mutating_policy(cfg, &names);
@@ -174,6 +173,7 @@ pub fn export(cfg: &Config, prefix: &str) -> Result<Exported, LimitError> {
             objects.push(to_value(&validating_binding(&name, "Warn", &names)));
         }
     }
+    limits::check(&objects)?;
     Ok(Exported {
         objects,
         notes: notes(cfg),
