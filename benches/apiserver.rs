@@ -14,7 +14,10 @@
 //! * `bench-patch`: the same null webhook returning, fixed, the very patch ours returns
 //!   for this Pod: what applying our patch costs the API server;
 //! * `bench-mutate`: the mutating webhook only;
-//! * `bench-both`: mutating and validating (policy in enforce mode).
+//! * `bench-both`: mutating and validating (policy in enforce mode);
+//! * `bench-policy-mutate`: no webhook, the config's exported MutatingAdmissionPolicy
+//!   (and its warnings policy) instead (`export-policies`);
+//! * `bench-policy-both`: no webhook, every exported policy (injection and the rules).
 //!
 //! One client (a kube `Client`, one keep-alive connection pool), sequential creates,
 //! `generateName` Pods with one container of a matched registry. Knobs: `APISERVER_BENCH_N`
@@ -40,13 +43,71 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-const CONFIGS: [(&str, &str); 5] = [
+const CONFIGS: [(&str, &str); 7] = [
     ("bench-none", "no webhook"),
     ("bench-floor", "floor: a null mutating webhook"),
     ("bench-patch", "floor returning our exact patch"),
     ("bench-mutate", "ours: mutating"),
     ("bench-both", "ours: mutating + validating"),
+    (
+        "bench-policy-mutate",
+        "ours as admission policies: mutating",
+    ),
+    (
+        "bench-policy-both",
+        "ours as admission policies: mutating + validating",
+    ),
 ];
+
+/// Namespaces where the webhooks are not called.
+const NO_WEBHOOK: [&str; 5] = [
+    "bench-none",
+    "bench-floor",
+    "bench-patch",
+    "bench-policy-mutate",
+    "bench-policy-both",
+];
+
+/// `export-policies` on the chart's config, each binding limited to the namespaces that
+/// measure it: the injection policies to both policy namespaces, the rules to one.
+fn exported_policies(config: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args([
+            "export-policies",
+            "--config",
+            path.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut objects = list["items"].as_array().unwrap().clone();
+    for o in &mut objects {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        if !kind.ends_with("Binding") {
+            continue;
+        }
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let namespaces = if name.contains("-inject") {
+            json!(["bench-policy-mutate", "bench-policy-both"])
+        } else {
+            json!(["bench-policy-both"])
+        };
+        o["spec"]["matchResources"] = json!({"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
+        ]}});
+    }
+    objects
+}
 
 /// The least any mutating webhook costs the API server: a TLS server (the crate's own
 /// `serve_tls` and TLS config, as ours) that reads the review's uid and allows it, at
@@ -174,6 +235,7 @@ async fn main() {
         "robot:pw",
     )
     .await;
+    let validating_excluded = [NO_WEBHOOK.as_slice(), &["bench-mutate", "registry-creds"]].concat();
     let values = json!({
         "registries": [{
             "name": "tcr", "match": ["demo-tcr.tencentcloudcr.com"], "secret": "tcr-pull",
@@ -181,8 +243,8 @@ async fn main() {
             "source": {"namespace": "registry-creds", "name": "tcr-pull"}
         }],
         "policy": {"mode": "enforce", "allow": ["*.tencentcloudcr.com", "registry.k8s.io"]},
-        "webhook": {"excludeNamespaces": ["bench-none", "bench-floor", "bench-patch"]},
-        "validatingWebhook": {"excludeNamespaces": ["bench-none", "bench-floor", "bench-patch", "bench-mutate", "registry-creds"]},
+        "webhook": {"excludeNamespaces": NO_WEBHOOK},
+        "validatingWebhook": {"excludeNamespaces": validating_excluded},
         "logFormat": "json"
     });
     for (ns, _) in CONFIGS {
@@ -234,6 +296,38 @@ async fn main() {
         .create(&PostParams::default(), &floor)
         .await
         .unwrap();
+
+    // The exported policies, picked up asynchronously too: wait until they mutate.
+    let discovery = kube::discovery::Discovery::new(c.clone())
+        .run()
+        .await
+        .unwrap();
+    for o in exported_policies(&install.config) {
+        install::create_object(&c, &discovery, "default", &o).await;
+    }
+    for ns in ["bench-policy-mutate", "bench-policy-both"] {
+        let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pods
+            .create(&dry, &pod(0))
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .image_pull_secrets
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{ns}: the exported policies did not take effect"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // Warm up every path (connections, the managed secret's first creation, caches), and
     // check each namespace gets the configuration it is meant to (the floor's is picked

@@ -221,8 +221,11 @@ pub enum OutputFormat {
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    #[arg(long)]
-    pub config: std::path::PathBuf,
+    /// `--config FILE`, or `--values FILE…`: the config the chart renders from those
+    /// values, so `helm install --set-file admissionPolicies.manifest=<(…)` exports
+    /// exactly what the release configures.
+    #[command(flatten)]
+    pub source: crate::offline::ConfigSource,
     /// `yaml` (documents separated by `---`) or `json` (a `v1` `List`); both `kubectl
     /// apply -f` as they are.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
@@ -235,10 +238,10 @@ pub struct ExportArgs {
 /// `export-policies`: the objects on stdout, what they cannot do on stderr. Exit 0, or
 /// 1 when the config is invalid or beyond the policies' limits.
 pub fn run(args: &ExportArgs) -> anyhow::Result<i32> {
-    let cfg = match Config::load(&args.config) {
+    let cfg = match args.source.load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             return Ok(1);
         }
     };
@@ -251,7 +254,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<i32> {
     let exported = match export(&cfg, &args.name_prefix) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.config.display());
+            eprintln!("error: {}: {e}", args.source.describe());
             return Ok(1);
         }
     };
@@ -277,4 +280,80 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<i32> {
     };
     print!("{text}");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exported(text: &str) -> Exported {
+        export(&Config::parse(text, "t.yaml").unwrap(), "psi").unwrap()
+    }
+
+    #[test]
+    fn one_policy_pair_per_rule_set_and_a_binding_per_policy() {
+        let x = exported(
+            "registries: [{name: a, match: [ghcr.io/acme], secret: s}]\n\
+             policy: {mode: audit, deny: [evil.io], overrides: [{namespaces: [\"p-*\"], mode: enforce}]}\n",
+        );
+        let names: Vec<String> = x
+            .objects
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "MutatingAdmissionPolicy psi-inject",
+                "MutatingAdmissionPolicyBinding psi-inject",
+                "ValidatingAdmissionPolicy psi-inject-warnings",
+                "ValidatingAdmissionPolicyBinding psi-inject-warnings",
+                "ValidatingAdmissionPolicy psi-policy",
+                "ValidatingAdmissionPolicyBinding psi-policy",
+                "ValidatingAdmissionPolicy psi-policy-warn",
+                "ValidatingAdmissionPolicyBinding psi-policy-warn",
+                "ValidatingAdmissionPolicy psi-policy-override-0",
+                "ValidatingAdmissionPolicyBinding psi-policy-override-0",
+                "ValidatingAdmissionPolicy psi-policy-override-0-warn",
+                "ValidatingAdmissionPolicyBinding psi-policy-override-0-warn",
+            ]
+        );
+        let binding = |n: &str| {
+            x.objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "ValidatingAdmissionPolicyBinding" && o["metadata"]["name"] == n
+                })
+                .unwrap()["spec"]["validationActions"]
+                .clone()
+        };
+        assert_eq!(binding("psi-policy"), serde_json::json!(["Audit"]));
+        assert_eq!(
+            binding("psi-policy-override-0"),
+            serde_json::json!(["Deny"])
+        );
+        // The override is chosen before the global rules, as `Policy::rules_for` does.
+        let global = &x.objects[4]["spec"]["matchConditions"];
+        assert_eq!(
+            global[0]["expression"],
+            "(!(request.namespace.matches('^p-.*$')))"
+        );
+        assert!(x.notes.is_empty(), "{:?}", x.notes);
+    }
+
+    #[test]
+    fn features_policies_cannot_have_are_noted() {
+        let x = exported(
+            "registries: [{name: a, match: [ghcr.io/acme], secret: s, serviceAccounts: [default]}]\n\
+             injectOnlyIfPresent: true\nrepairStuckPods: true\n",
+        );
+        assert_eq!(x.notes.len(), 3, "{:?}", x.notes);
+        assert!(x.notes[0].starts_with("registries a: secret sync"));
+    }
 }

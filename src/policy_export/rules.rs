@@ -124,10 +124,20 @@ fn offence_vars(rules: &Rules, v: &mut sites::Vars) {
     v.push(("offences".into(), long));
     v.push(("short".into(), short));
     v.push((
-        "summary".into(),
+        "capped".into(),
         "size(variables.offences) <= 10 ? variables.offences.join('; ') : \
          variables.offences.slice(0, 10).join('; ') + '; ... and ' + \
          string(size(variables.offences) - 10) + ' more offences'"
+            .into(),
+    ));
+    // The API server drops a message over 5 KiB for the static one
+    // (`MaxEvaluatedMessageExpressionSizeBytes`); the webhook's may reach 12 KiB, so a
+    // longer one spells out fewer offences (three fit: each is at most ~1.2 KiB).
+    v.push((
+        "summary".into(),
+        "size(bytes(variables.capped)) <= 5120 ? variables.capped : \
+         variables.offences.slice(0, 3).join('; ') + '; ... and ' + \
+         string(size(variables.offences) - 3) + ' more offences'"
             .into(),
     ));
 }
