@@ -1281,6 +1281,247 @@ POLICY = {
 }
 
 
+# --------------------------------------------------------------------------
+# Issue 18 item 6: mode=admissionPolicy. The manifest comes from the binary
+# (`export-policies --values`) when --binary is given, else from a stand-in of the same
+# shape (so the chart's own logic is still exercised without a build).
+
+POLICY_KINDS = {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+                "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+PLAIN_REGISTRIES = [{"name": "acme", "match": ["ghcr.io/acme"], "secret": "acme-pull"}]
+SYNCED_REGISTRIES = [{"name": "acme", "match": ["ghcr.io/acme"], "secret": "acme-pull",
+                      "source": {"namespace": "creds", "name": "acme"}}]
+
+
+def stand_in_manifest(values: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """What `export-policies` prints, reduced to what the chart reads: kinds, names, the
+    ownership label, policyName, and the `entryNames`/`secrets` variables."""
+    regs = values.get("registries", defaults["registries"]) or []
+    lit = lambda xs: "[" + ", ".join(f"'{x}'" for x in xs) + "]"
+    labels = {"app.kubernetes.io/managed-by": "pullsecret-injector"}
+    names = ["pullsecret-injector-inject", "pullsecret-injector-inject-warnings"]
+    if values.get("policy"):
+        names += ["pullsecret-injector-policy", "pullsecret-injector-policy-warn"]
+    docs = []
+    for i, n in enumerate(names):
+        kind = "MutatingAdmissionPolicy" if i == 0 else "ValidatingAdmissionPolicy"
+        spec: dict[str, Any] = {"matchConstraints": {"resourceRules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]}}
+        if i == 0:
+            spec.update({"variables": [
+                {"name": "secrets", "expression": lit(r["secret"] for r in regs)},
+                {"name": "entryNames", "expression": lit(r["name"] for r in regs)}],
+                "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": "[]"}}],
+                "reinvocationPolicy": "Never"})
+        else:
+            spec["validations"] = [{"expression": "true"}]
+        docs.append({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+                     "metadata": {"name": n, "labels": labels}, "spec": spec})
+        bspec: dict[str, Any] = {"policyName": n}
+        if i:
+            bspec["validationActions"] = ["Warn"]
+        docs.append({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind + "Binding",
+                     "metadata": {"name": n, "labels": labels}, "spec": bspec})
+    return "---\n".join(yaml.safe_dump(d) for d in docs)
+
+
+def policy_mode_checks(h: "Harness", args: argparse.Namespace) -> None:
+    defaults = h.chart.values
+    readme = Path(args.readme).read_text()
+
+    def export(values: dict[str, Any], fmt: str = "yaml") -> str:
+        if not args.binary:
+            return stand_in_manifest(values, defaults)
+        with tempfile.TemporaryDirectory() as d:
+            vf = Path(d) / "values.yaml"
+            vf.write_text(yaml.safe_dump(values))
+            out = subprocess.run([args.binary, "export-policies", "--values", str(vf), "-o", fmt],
+                                 capture_output=True, text=True, timeout=60)
+            expect(out.returncode == 0, f"export-policies --values: {out.stderr}")
+            return out.stdout
+
+    def policy_values(values: dict[str, Any], manifest: str | None = None) -> dict[str, Any]:
+        return {**values, "mode": "admissionPolicy",
+                "admissionPolicies": {"manifest": export(values) if manifest is None else manifest}}
+
+    def render(values: dict[str, Any], manifest: str | None = None) -> Rendered:
+        return h.render(policy_values(values, manifest))
+
+    def kinds(r: Rendered) -> set[str]:
+        return {d["kind"] for d in r.docs}
+
+    def validate_latest(r: Rendered) -> None:
+        # MutatingAdmissionPolicy v1 exists from Kubernetes 1.36: not in the 1.30 schemas.
+        saved = h.kube_versions
+        h.kube_versions = [v for v in saved if v != MIN_KUBE] or [kv_utils.latest_version()]
+        try:
+            h.k8s_validate(r)
+        finally:
+            h.kube_versions = saved
+
+    no_work = {"registries": PLAIN_REGISTRIES, "policy": {"deny": ["docker.io/evilcorp"]}}
+
+    def lint() -> None:
+        h.lint(policy_values(no_work))
+        h.lint(policy_values({"registries": SYNCED_REGISTRIES}))
+    h.check("issue 18: helm lint --strict [mode=admissionPolicy, with and without the controller]", lint)
+
+    def policies_only() -> None:
+        r = render(no_work)
+        expect(kinds(r) == POLICY_KINDS, f"only the policies and bindings, got {sorted(kinds(r))}")
+        for absent in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Deployment",
+                       "Service", "Secret", "ConfigMap", "ServiceAccount", "ClusterRole", "Role"):
+            expect(not r.all(absent), f"{absent} rendered without controller work")
+        validate_latest(r)
+        names = sorted(d["metadata"]["name"] for d in r.all("ValidatingAdmissionPolicy"))
+        expect(names == ["pullsecret-injector-inject-warnings", "pullsecret-injector-policy",
+                         "pullsecret-injector-policy-warn"], f"the exported policies: {names}")
+        for d in r.docs:
+            labels = d["metadata"]["labels"]
+            expect(labels.get("app.kubernetes.io/managed-by") == "pullsecret-injector"
+                   and labels.get("app.kubernetes.io/instance") == RELEASE,
+                   f"{d['kind']} {d['metadata']['name']}: keeps our label, gains the release's: {labels}")
+        for b in r.all("MutatingAdmissionPolicyBinding") + r.all("ValidatingAdmissionPolicyBinding"):
+            exprs = b["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+            excluded = next(e["values"] for e in exprs if e["key"] == "kubernetes.io/metadata.name")
+            expect(NAMESPACE in excluded and "kube-system" in excluded,
+                   f"{b['metadata']['name']}: the webhooks' namespace exclusions: {excluded}")
+            optout = {"key": "pullsecret-injector.io/inject", "operator": "NotIn", "values": ["disabled"]}
+            mutating_side = b["spec"]["policyName"].endswith(("-inject", "-inject-warnings"))
+            expect((optout in exprs) == mutating_side,
+                   f"{b['metadata']['name']}: opt-out label on the injection side only: {exprs}")
+        w = h.render({"registries": PLAIN_REGISTRIES, "webhook": {"excludeNamespaces": ["batch"]}})
+        p = render({"registries": PLAIN_REGISTRIES, "webhook": {"excludeNamespaces": ["batch"]}})
+        b = p.one("MutatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+        expect(b == w.mutating()["namespaceSelector"],
+               f"the mutating binding is scoped as the mutating webhook: {b} != {w.mutating()['namespaceSelector']}")
+        expect("admissionPolicy" in p.notes and "export-policies --values" in p.notes
+               and "MutatingAdmissionPolicy/pullsecret-injector-inject" in p.notes,
+               f"NOTES names the policies and the re-export command: {p.notes}")
+    h.check("issue 18: mode=admissionPolicy without controller work renders the exported policies "
+            "(scoped as the webhooks), nothing else", policies_only)
+
+    def with_controller() -> None:
+        for extra in ({}, {"certs": {"mode": "self"}}, {"certs": {"mode": "certManager"}},
+                      {"clientCA": {"secretName": "ca"}}):
+            r = render({"registries": SYNCED_REGISTRIES, **extra})
+            label = f"sync + source {extra}"
+            for absent in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Secret",
+                           "Certificate", "Issuer", "Service"):
+                expect(not r.all(absent), f"[{label}] {absent} rendered")
+            c = r.container()
+            a = c["args"]
+            expect(c["name"] == "controller" and arg_of(a, "--listen") == "localhost:0",
+                   f"[{label}] no webhook: the listener on an ephemeral loopback port: {c['name']} {a}")
+            for flag in ("--tls-cert", "--managed-certs", "--client-ca", "--no-sync", "--no-cluster-access"):
+                expect(flag not in a, f"[{label}] {flag} in {a}")
+            expect([p["name"] for p in c["ports"]] == ["metrics"], f"[{label}] ports {c['ports']}")
+            srcs = projected_sources(r)
+            expect(len(srcs) == 1 and "configMap" in srcs[0], f"[{label}] only config.yaml mounted: {srcs}")
+            rules = cluster_rules(r)
+            expect(rules == {"namespaces": {"get", "list", "watch"},
+                             "secrets": {"get", "list", "watch", "create", "update", "delete"},
+                             "events": {"create", "patch"}}, f"[{label}] the sync controller's rules: {rules}")
+            expect(r.maybe_named("Role", f"{FULLNAME}-leader-election") and not r.maybe_named("Role", f"{FULLNAME}-certs"),
+                   f"[{label}] lease Role, no certs Role")
+            r.one("ConfigMap", FULLNAME)
+            r.one("ServiceAccount", FULLNAME)
+            expect(kinds(r) >= POLICY_KINDS, f"[{label}] policies rendered too")
+            validate_latest(r)
+        r = render({"registries": SYNCED_REGISTRIES,
+                    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+                    "networkPolicy": {"enabled": True}})
+        svc = r.one("Service", FULLNAME)
+        expect([p["name"] for p in svc["spec"]["ports"]] == ["metrics"], f"only the metrics port: {svc['spec']}")
+        r.one("ServiceMonitor", FULLNAME)
+        alerts = [x["alert"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]]
+        for a in ("AdmissionErrors", "AdmissionLatencyHigh", "CertificateExpiring", "TLSReloadFailed",
+                  "WebhookCallsFailing", "WebhookFailingOpen"):
+            expect(f"PullsecretInjector{a}" not in alerts, f"no webhook alert {a}: {alerts}")
+        expect("PullsecretInjectorNoSyncLeader" in alerts, f"sync alerts kept: {alerts}")
+        ingress = r.one("NetworkPolicy", FULLNAME)["spec"]["ingress"]
+        expect([x["ports"][0]["port"] for x in ingress] == [9090], f"no webhook port in the NetworkPolicy: {ingress}")
+        sa = {"name": "sa", "match": ["sa.example.com"], "secret": "sa", "serviceAccounts": ["default"]}
+        r = render({"registries": [sa]})
+        expect(cluster_rules(r).get("serviceaccounts") == {"list", "watch", "patch"}, "serviceAccounts alone is work")
+        r = render({"registries": PLAIN_REGISTRIES, "repairStuckPods": True})
+        expect(cluster_rules(r).get("pods") == {"list", "delete"}, "repairStuckPods alone is work")
+        for values in ({"registries": SYNCED_REGISTRIES, "sync": {"enabled": False}},
+                       {"registries": SYNCED_REGISTRIES, "clusterAccess": False, "sync": {"enabled": False}},
+                       {"registries": [{**PLAIN_REGISTRIES[0], "namespaces": {"selector": {"matchLabels": {"a": "b"}}}}],
+                        "clusterAccess": False, "sync": {"enabled": False}},
+                       {"registries": PLAIN_REGISTRIES, "replicaCount": 0, "webhook": {"failurePolicy": "Fail"}}):
+            r = render(values)
+            expect(kinds(r) == POLICY_KINDS, f"{values}: no controller work, only policies: {sorted(kinds(r))}")
+    h.check("issue 18: mode=admissionPolicy runs the Deployment only for the controller's work, "
+            "as no webhook (no TLS, no webhook port, Service only for a ServiceMonitor)", with_controller)
+
+    if args.binary:
+        def json_list() -> None:
+            a = render(no_work)
+            b = render(no_work, manifest=export(no_work, "json"))
+            expect(a.docs == b.docs, "-o json (a List) renders the same objects as YAML")
+        h.check("issue 18: admissionPolicies.manifest accepts export-policies -o json", json_list)
+
+    def refusals() -> None:
+        good = export(no_work)
+        foreign = yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
+        unlabelled = yaml.safe_dump({"apiVersion": "admissionregistration.k8s.io/v1",
+                                     "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "mine"},
+                                     "spec": {"validations": [{"expression": "true"}]}})
+        docs = [d for d in yaml.safe_load_all(good) if d]
+        no_policy_of_binding = "---\n".join(yaml.safe_dump(d) for d in docs
+                                            if d["metadata"]["name"] != "pullsecret-injector-policy"
+                                            or d["kind"].endswith("Binding"))
+        other = export({"registries": PLAIN_REGISTRIES + [{"name": "b", "match": ["b.io"], "secret": "b-pull"}],
+                        "policy": no_work["policy"]})
+        for label, values, manifest, needles in (
+            ("missing", no_work, "", ["admissionPolicies.manifest", "empty", "export-policies --values"]),
+            ("not YAML", no_work, "kind: [", ["not YAML", "export-policies"]),
+            ("a foreign kind", no_work, good + "---\n" + foreign, ["ConfigMap", "only the", "export-policies"]),
+            ("a foreign policy", no_work, good + "---\n" + unlabelled,
+             ["ValidatingAdmissionPolicy \"mine\"", "managed-by=pullsecret-injector"]),
+            ("a binding without its policy", no_work, no_policy_of_binding,
+             ["pullsecret-injector-policy", "does not hold"]),
+            ("other registries", no_work, other, ["exported from other values", "['acme', 'b']", "['acme']"]),
+            ("no policy objects while values set policy", no_work, export({"registries": PLAIN_REGISTRIES}),
+             ["no registry-policy objects", "policy"]),
+            ("policy objects while values set none", {"registries": PLAIN_REGISTRIES}, good,
+             ["registry-policy objects", "set no `policy`"]),
+            ("injectOnlyIfPresent", {**no_work, "injectOnlyIfPresent": True}, good, ["injectOnlyIfPresent", "mode=webhook"]),
+        ):
+            msg = h.render_error(policy_values(values, manifest))
+            expect(all(n in msg for n in needles), f"[{label}] message lacks {needles}: {msg}")
+            if args.verbose:
+                print(f"      [{label}] " + " ".join(msg.split())[:220])
+        msg = h.render_error({**no_work, "admissionPolicies": {"manifest": good}})
+        expect("mode is webhook" in msg and "mode=admissionPolicy" in msg, f"manifest in webhook mode: {msg}")
+        msg = h.render_error({"mode": "policies"})
+        expect("mode" in msg, f"schema: bad mode: {msg}")
+    h.check("issue 18: mode=admissionPolicy refuses a missing, foreign, incomplete or stale manifest "
+            "(naming export-policies) and injectOnlyIfPresent; a manifest in webhook mode", refusals)
+
+    def webhook_mode_unchanged() -> None:
+        r = h.render({})
+        expect(not (kinds(r) & POLICY_KINDS), f"mode=webhook (the default) renders no policies: {kinds(r)}")
+        expect(defaults.get("mode") == "webhook" and defaults["admissionPolicies"]["manifest"] == "",
+               "defaults: mode webhook, no manifest")
+        sec = readme_section(readme, "## Install on a cluster", "\n## ")
+        expect("mode: admissionPolicy" in sec and "export-policies --values" in sec,
+               "README's install section explains mode: admissionPolicy")
+    h.check("issue 18: mode=webhook is the default and renders no policies; README documents the mode",
+            webhook_mode_unchanged)
+
+    if args.binary:
+        def flags() -> None:
+            out = subprocess.run([args.binary, "serve", "--help"], capture_output=True, text=True, timeout=60)
+            known = set(re.findall(r"--[a-z][a-z-]+", out.stdout))
+            a = render({"registries": SYNCED_REGISTRIES}).container()["args"]
+            expect(all(x in known for x in a if x.startswith("--")), f"flags `serve --help` lacks: {a}")
+            expect(out.returncode == 0, out.stderr)
+        h.check("issue 18: the controller's flags are ones `serve --help` lists", flags)
+
+
 def run(args: argparse.Namespace) -> int:
     h = Harness(args.kube_version, args.verbose)
     print(f"chart: {CHART_DIR} (helm SDK {helm_python.helm_sdk_version()}, "
@@ -1547,6 +1788,7 @@ def run(args: argparse.Namespace) -> int:
     h.check("NOTES.txt verification instructions", notes)
 
     issue14_checks(h, args, s, r0)
+    policy_mode_checks(h, args)
 
     # --- values.schema.json rejects bad values ----------------------------
     bad_values = [

@@ -215,3 +215,189 @@ temporary copy of the chart to exercise the reuse and rotation paths offline.
 {{- define "psi.existingTLSSecret" -}}
 {{- lookup "v1" "Secret" .Release.Namespace (include "psi.tlsSecretName" .) | default dict | toJson }}
 {{- end }}
+
+{{/*
+mode=admissionPolicy ("true"): the API server runs the policies of
+admissionPolicies.manifest; no webhook configuration, no certificate.
+*/}}
+{{- define "psi.policyMode" -}}
+{{- if eq .Values.mode "admissionPolicy" }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the sync controller has something to do: it runs (cluster access,
+sync.enabled) and some registry has a `source` to copy or `serviceAccounts`
+to patch, or repairStuckPods is on. In mode=admissionPolicy that is the only
+reason to run our process at all.
+*/}}
+{{- define "psi.controllerHasWork" -}}
+{{- $work := .Values.repairStuckPods }}
+{{- range .Values.registries }}{{ if or .source .serviceAccounts }}{{ $work = true }}{{ end }}{{ end }}
+{{- if and .Values.clusterAccess .Values.sync.enabled $work }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the Deployment (and the ServiceAccount, RBAC and ConfigMap it
+needs) is rendered: always with webhooks, only for the controller's work with
+admission policies.
+*/}}
+{{- define "psi.runsDeployment" -}}
+{{- if or (not (include "psi.policyMode" .)) (include "psi.controllerHasWork" .) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the server manages its own certificates (certs.mode=self, webhooks only). */}}
+{{- define "psi.managedCerts" -}}
+{{- if and (eq .Values.certs.mode "self") (not (include "psi.policyMode" .)) }}true{{ end }}
+{{- end }}
+
+{{/*
+Namespace names the mutating side never sees (JSON list): the release
+namespace, kube-system, cert-manager's in certManager mode, the exact names of
+namespaces.exclude and webhook.excludeNamespaces. The MutatingWebhookConfiguration
+and, in mode=admissionPolicy, the mutating policy's bindings use it.
+*/}}
+{{- define "psi.alwaysExcluded" -}}
+{{- $always := list .Release.Namespace "kube-system" }}
+{{- if and (eq .Values.certs.mode "certManager") (not (include "psi.policyMode" .)) }}
+{{- /* cert-manager must always be able to start and inject our CA. */}}
+{{- $always = append $always .Values.certs.certManager.namespace }}
+{{- end }}
+{{- toJson $always }}
+{{- end }}
+
+{{- define "psi.mutatingExcluded" -}}
+{{- $cfgExcl := include "psi.exactNames" ((.Values.namespaces | default dict).exclude | default list) | fromJsonArray }}
+{{- concat (include "psi.alwaysExcluded" . | fromJsonArray) $cfgExcl (.Values.webhook.excludeNamespaces | default list) | uniq | toJson }}
+{{- end }}
+
+{{/* The same for the validating side: exact policy.exemptNamespaces and validatingWebhook.excludeNamespaces. */}}
+{{- define "psi.validatingExcluded" -}}
+{{- $exempt := include "psi.exactNames" ((.Values.policy | default dict).exemptNamespaces | default list) | fromJsonArray }}
+{{- concat (include "psi.alwaysExcluded" . | fromJsonArray) $exempt (.Values.validatingWebhook.excludeNamespaces | default list) | uniq | toJson }}
+{{- end }}
+
+{{/*
+mode=admissionPolicy: the objects of admissionPolicies.manifest, checked and
+ready to render (JSON list). Helm cannot compile the config into CEL, so the
+manifest must come from `pullsecret-injector export-policies`; this refuses
+anything else, and a manifest exported from other registries or without the
+policy these values set. Each binding gets the namespace scope (and, on the
+mutating side, the opt-out label and webhook.objectSelector) that the webhook
+configurations have in mode=webhook, so switching modes does not change which
+Pods are touched. The objects keep their own labels (managed-by
+pullsecret-injector) and gain the release's.
+*/}}
+{{- define "psi.admissionPolicyObjects" -}}
+{{- $how := "Helm cannot compile the config into CEL: export the policies from the same values files with our binary and pass them in, e.g.\n  helm upgrade --install ... -f my-values.yaml --set mode=admissionPolicy --set-file admissionPolicies.manifest=<(pullsecret-injector export-policies --values my-values.yaml)\n(export-policies prints YAML documents, or a JSON List with -o json; either is accepted)." }}
+{{- $text := (.Values.admissionPolicies | default dict).manifest | default "" }}
+{{- if not (trim $text) }}
+{{- fail (printf "mode=admissionPolicy needs admissionPolicies.manifest, which is empty. %s" $how) }}
+{{- end }}
+{{- $docs := list }}
+{{- range $i, $part := regexSplit "(?m)^---[ \\t]*$" $text -1 }}
+{{- if trim $part }}
+{{- $doc := fromYaml $part }}
+{{- if hasKey $doc "Error" }}
+{{- fail (printf "admissionPolicies.manifest: document %d is not YAML (%s). %s" $i $doc.Error $how) }}
+{{- end }}
+{{- if eq ($doc.kind | default "") "List" }}
+{{- $docs = concat $docs ($doc.items | default list) }}
+{{- else if $doc }}
+{{- $docs = append $docs $doc }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $kinds := list "MutatingAdmissionPolicy" "MutatingAdmissionPolicyBinding" "ValidatingAdmissionPolicy" "ValidatingAdmissionPolicyBinding" }}
+{{- $policies := dict }}
+{{- $bindings := list }}
+{{- $mutating := list }}
+{{- range $docs }}
+{{- $meta := .metadata | default dict }}
+{{- $name := $meta.name | default "" }}
+{{- $what := printf "%s %q (apiVersion %s)" (.kind | default "<no kind>") $name (.apiVersion | default "<none>") }}
+{{- if or (ne (.apiVersion | default "") "admissionregistration.k8s.io/v1") (not (has (.kind | default "") $kinds)) }}
+{{- fail (printf "admissionPolicies.manifest holds %s: only the MutatingAdmissionPolicy, ValidatingAdmissionPolicy and binding objects (admissionregistration.k8s.io/v1) that `pullsecret-injector export-policies` prints are accepted. %s" $what $how) }}
+{{- end }}
+{{- if ne (get ($meta.labels | default dict) "app.kubernetes.io/managed-by") "pullsecret-injector" }}
+{{- fail (printf "admissionPolicies.manifest holds %s without the label app.kubernetes.io/managed-by=pullsecret-injector: it was not printed by `pullsecret-injector export-policies`. %s" $what $how) }}
+{{- end }}
+{{- if hasSuffix "Binding" .kind }}
+{{- $bindings = append $bindings . }}
+{{- else }}
+{{- $key := printf "%s/%s" .kind $name }}
+{{- if hasKey $policies $key }}
+{{- fail (printf "admissionPolicies.manifest holds %s twice. %s" $what $how) }}
+{{- end }}
+{{- $_ := set $policies $key . }}
+{{- if eq .kind "MutatingAdmissionPolicy" }}{{ $mutating = append $mutating . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if ne (len $mutating) 1 }}
+{{- fail (printf "admissionPolicies.manifest holds %d MutatingAdmissionPolicy objects, not the one `export-policies` prints. %s" (len $mutating) $how) }}
+{{- end }}
+{{- /* Every binding names a policy of the manifest, every policy has a binding. */}}
+{{- $bound := dict }}
+{{- range $bindings }}
+{{- $key := printf "%s/%s" (trimSuffix "Binding" .kind) ((.spec | default dict).policyName | default "") }}
+{{- if not (hasKey $policies $key) }}
+{{- fail (printf "admissionPolicies.manifest: %s %q binds %s, which the manifest does not hold (an incomplete copy?). %s" .kind .metadata.name $key $how) }}
+{{- end }}
+{{- $_ := set $bound $key true }}
+{{- end }}
+{{- range $key, $_ := $policies }}
+{{- if not (hasKey $bound $key) }}
+{{- fail (printf "admissionPolicies.manifest: %s has no binding, so it would do nothing (an incomplete copy?). %s" $key $how) }}
+{{- end }}
+{{- end }}
+{{- /* Exported from these values? The registry list and the presence of a policy must agree. */}}
+{{- $map := first $mutating }}
+{{- $vars := dict }}
+{{- range (($map.spec | default dict).variables | default list) }}{{ $_ := set $vars .name .expression }}{{ end }}
+{{- $names := list }}
+{{- $secrets := list }}
+{{- range .Values.registries | default list }}
+{{- $names = append $names (printf "'%s'" .name) }}
+{{- $secrets = append $secrets (printf "'%s'" .secret) }}
+{{- end }}
+{{- $wantNames := printf "[%s]" (join ", " $names) }}
+{{- $wantSecrets := printf "[%s]" (join ", " $secrets) }}
+{{- if or (ne (get $vars "entryNames") $wantNames) (ne (get $vars "secrets") $wantSecrets) }}
+{{- fail (printf "admissionPolicies.manifest was exported from other values: its registries are %s (secrets %s), these values' are %s (secrets %s). Re-export it from the values files you install with. %s" (get $vars "entryNames" | default "unknown") (get $vars "secrets" | default "unknown") $wantNames $wantSecrets $how) }}
+{{- end }}
+{{- $rulePolicies := sub (len (keys $policies)) 2 }}
+{{- if and .Values.policy (eq (int $rulePolicies) 0) }}
+{{- fail (printf "admissionPolicies.manifest has no registry-policy objects, but these values set `policy`: it was exported from values without it. Re-export it. %s" $how) }}
+{{- end }}
+{{- if and (not .Values.policy) (gt (int $rulePolicies) 0) }}
+{{- fail (printf "admissionPolicies.manifest has registry-policy objects, but these values set no `policy`: it was exported from other values. Re-export it. %s" $how) }}
+{{- end }}
+{{- /* The webhooks' scope, on the bindings. */}}
+{{- $mutatingSide := dict (printf "MutatingAdmissionPolicy/%s" $map.metadata.name) true (printf "ValidatingAdmissionPolicy/%s-warnings" $map.metadata.name) true }}
+{{- $mutExpr := list (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" (include "psi.mutatingExcluded" . | fromJsonArray)) (dict "key" "pullsecret-injector.io/inject" "operator" "NotIn" "values" (list "disabled")) }}
+{{- $mutExpr = concat $mutExpr (.Values.webhook.namespaceSelectorExpressions | default list) }}
+{{- $valExpr := list (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" (include "psi.validatingExcluded" . | fromJsonArray)) }}
+{{- $valExpr = concat $valExpr (.Values.validatingWebhook.namespaceSelectorExpressions | default list) }}
+{{- $release := include "psi.labels" . | fromYaml }}
+{{- $_ := unset $release "app.kubernetes.io/managed-by" }}
+{{- $out := list }}
+{{- range $docs }}
+{{- $obj := deepCopy . }}
+{{- $_ := set $obj.metadata "labels" (merge (dict) $obj.metadata.labels $release) }}
+{{- if hasSuffix "Binding" $obj.kind }}
+{{- if $obj.spec.matchResources }}
+{{- fail (printf "admissionPolicies.manifest: %s %q already has matchResources, which this chart version does not expect: upgrade the chart with the binary. %s" $obj.kind $obj.metadata.name $how) }}
+{{- end }}
+{{- $key := printf "%s/%s" (trimSuffix "Binding" $obj.kind) $obj.spec.policyName }}
+{{- $scope := dict }}
+{{- if hasKey $mutatingSide $key }}
+{{- $scope = dict "namespaceSelector" (dict "matchExpressions" $mutExpr) }}
+{{- with $.Values.webhook.objectSelector }}{{ $_ := set $scope "objectSelector" . }}{{ end }}
+{{- else }}
+{{- $scope = dict "namespaceSelector" (dict "matchExpressions" $valExpr) }}
+{{- end }}
+{{- $_ := set $obj.spec "matchResources" $scope }}
+{{- end }}
+{{- $out = append $out $obj }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
