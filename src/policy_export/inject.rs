@@ -6,7 +6,7 @@
 use k8s_openapi::api::admissionregistration::v1 as ar;
 
 use super::cel::{self, any_glob, lit};
-use super::sites::{self, ANNOTATIONS, HAS_ANNOTATIONS, Vars, Which, describe};
+use super::sites::{self, ANNOTATIONS, HAS_ANNOTATIONS, SUBRESOURCE, Vars, Which, describe};
 use super::{Names, condition, shaped_warnings, variables};
 use crate::admission::mutate::{INJECTED_ANNOTATION, MIRROR_ANNOTATION, OPT_OUT_ANNOTATION};
 use crate::config::{Config, PullScope};
@@ -84,7 +84,7 @@ fn entry_vars(cfg: &Config, v: &mut Vars) {
 /// pod lacks.
 pub(crate) fn missing_secret_warnings() -> String {
     format!(
-        "(has(request.subResource) ? request.subResource : '') != 'ephemeralcontainers' ? [] : \
+        "{SUBRESOURCE} != 'ephemeralcontainers' ? [] : \
          variables.sites.transformList(i, s, variables.err[i] == '', \
            variables.matched[i].filter(k, !(variables.secrets[k] in variables.existing)).map(k, \
              {} + ': pod lacks imagePullSecret \"' + variables.secrets[k] + '\" (registry ' + \
@@ -200,12 +200,22 @@ pub(crate) fn warning_policy(cfg: &Config, names: &Names) -> ar::ValidatingAdmis
     ));
     let (shape, validations) = shaped_warnings("variables.warnings");
     v.push(("shaped".into(), shape));
+    // Its warnings need an image that may be invalid, or new ephemeral containers: on
+    // the common create of plainly valid images it is not evaluated at all.
+    let mut conditions = skip_conditions(cfg);
+    conditions.push(condition(
+        "may-warn",
+        format!(
+            "{SUBRESOURCE} == 'ephemeralcontainers' || !{}",
+            sites::all_plainly_valid()
+        ),
+    ));
     ar::ValidatingAdmissionPolicy {
         metadata: names.meta(&names.inject_warnings),
         spec: Some(ar::ValidatingAdmissionPolicySpec {
             failure_policy: Some("Ignore".into()),
             match_constraints: Some(constraints()),
-            match_conditions: Some(skip_conditions(cfg)),
+            match_conditions: Some(conditions),
             variables: Some(variables(v)),
             validations: Some(validations),
             ..Default::default()

@@ -256,6 +256,15 @@ pub(crate) fn rule_policies(
     ));
     let (shape, validations) = shaped_warnings("variables.warnings");
     wv.push(("shaped".into(), shape));
+    // Outside `warn` mode its only warnings are the ephemeral-container notes: evaluated
+    // on those updates alone.
+    let mut conditions = conditions;
+    if rules.mode != PolicyMode::Warn {
+        conditions.push(condition(
+            "ephemeral-update",
+            format!("{} == 'ephemeralcontainers'", sites::SUBRESOURCE),
+        ));
+    }
     let warnings = ar::ValidatingAdmissionPolicy {
         metadata: names.meta(&format!("{name}-warn")),
         spec: Some(ar::ValidatingAdmissionPolicySpec {

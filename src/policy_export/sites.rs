@@ -59,6 +59,50 @@ fn all_sites(obj: &str, eph: Option<&str>) -> String {
     .join(" + ")
 }
 
+/// `request.subResource`, which is absent (not empty) on a plain create.
+pub(crate) const SUBRESOURCE: &str = "(has(request.subResource) ? request.subResource : '')";
+
+/// A sound, cheap test that `image::parse` accepts an image: either one lower-case path
+/// component (a Docker Hub short name), or a first component that is a host of
+/// lower-case DNS labels with an optional port — or, without `.` or `:`, a path
+/// component, as the parser reads it — followed by lower-case path components; then an
+/// optional tag and sha256 digest. Callers add: at most 200 characters (the path stays
+/// under 255 even with `library/`) and not 64 hex digits alone (an image id). Everything
+/// it accepts parses; what it refuses may still parse (IPv6 hosts, other digests) and is
+/// then judged in full.
+const PLAINLY_VALID: &str = concat!(
+    "^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*",
+    "|(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]+)?",
+    "|[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*)",
+    "(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+)",
+    "(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+);
+
+/// True when every image of the object passes [`PLAINLY_VALID`]: then no image warning
+/// can arise, and a policy that only warns about images need not run (match conditions
+/// cannot read variables, so this reads the object directly).
+pub(crate) fn all_plainly_valid() -> String {
+    let ok = |e: &str| {
+        format!(
+            "({e}.matches({}) && size({e}) <= 200 && !{e}.matches('^[0-9a-f]{{64}}$'))",
+            lit(PLAINLY_VALID)
+        )
+    };
+    let list = |l: &str| {
+        format!(
+            "(!has(object.spec.{l}) || object.spec.{l}.all(c, has(c.image) && {}))",
+            ok("c.image")
+        )
+    };
+    format!(
+        "({} && {} && {} && (!has(object.spec.volumes) || object.spec.volumes.all(v, !has(v.image) ||          (has(v.image.reference) && {}))))",
+        list("initContainers"),
+        list("containers"),
+        list("ephemeralContainers"),
+        ok("v.image.reference")
+    )
+}
+
 /// `(name, expression)` pairs, in the order they must be declared.
 pub(crate) type Vars = Vec<(String, String)>;
 
@@ -309,4 +353,75 @@ fn matched(cfg: &Config) -> String {
 /// `site.describe()`: `container "app"`.
 pub(crate) fn describe(s: &str) -> String {
     format!("{s}.noun + ' ' + {}", cel::quote(&format!("{s}.name")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The gate must never call an image plainly valid that `image::parse` refuses (the
+    /// warnings policy would then stay silent where the webhook warns).
+    fn plainly_valid(image: &str) -> bool {
+        let re = regex::Regex::new(PLAINLY_VALID).unwrap();
+        re.is_match(image)
+            && image.chars().count() <= 200
+            && !regex::Regex::new("^[0-9a-f]{64}$").unwrap().is_match(image)
+    }
+
+    #[test]
+    fn the_gate_accepts_common_images_and_refuses_the_tricky_ones() {
+        for ok in [
+            "nginx",
+            "nginx:1.27",
+            "library/nginx",
+            "myorg/app:2",
+            "ghcr.io/acme/app:1.2",
+            "localhost:5000/app",
+            "localhost/app",
+            "demo-tcr.tencentcloudcr.com/docker/getting-started:latest",
+            "registry.k8s.io/pause:3.10@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(plainly_valid(ok), "{ok}");
+            assert!(crate::image::parse(ok).is_ok(), "{ok}");
+        }
+        for tricky in [
+            "my_reg.io/app",
+            "a.b_c/x",
+            "a-/x",
+            "Nginx",
+            "MyUser/app",
+            "ghcr.io/acme/App",
+            "ghcr.io/acme//app",
+            "[::1]:5000/app",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!plainly_valid(tricky), "{tricky}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn whatever_the_gate_accepts_parses(
+            prefix in prop::sample::select(vec!["", "ghcr.io/", "localhost:5000/", "my_reg.io/", "a-/",
+                "a.b_c/", "A.io/", "foo/", "a:/", "x.y:1/", "localhost/", "a__b/", "a---b.c/"]),
+            comps in prop::collection::vec("[a-z0-9._-]{1,8}", 1..4),
+            tag in prop::option::of("[A-Za-z0-9._:-]{0,8}"),
+            digest in prop::option::of("[0-9a-f]{62,66}"),
+        ) {
+            let mut image = format!("{prefix}{}", comps.join("/"));
+            if let Some(t) = tag {
+                image.push(':');
+                image.push_str(&t);
+            }
+            if let Some(d) = digest {
+                image.push_str("@sha256:");
+                image.push_str(&d);
+            }
+            if plainly_valid(&image) {
+                prop_assert!(crate::image::parse(&image).is_ok(), "{}", image);
+            }
+        }
+    }
 }
