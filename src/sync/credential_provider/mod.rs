@@ -20,5 +20,7 @@ mod exec;
 mod refresh;
 mod response;
 mod schedule;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use refresh::{Refresher, forget_metrics};

@@ -132,7 +132,7 @@ impl Refresher {
         }
     }
 
-    async fn fetch(&self) -> Result<Answer, FetchError> {
+    pub(super) async fn fetch(&self) -> Result<Answer, FetchError> {
         // The entry's current patterns (a reload may change them without changing the
         // plugin, which does not restart this task).
         let patterns = self
