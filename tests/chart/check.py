@@ -1096,6 +1096,9 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
         one(lambda e: "sync_reconciles_total" in e and 'result="failure"' in e, "reconcile failures")
         one(lambda e: "tls_certificate_expiry_timestamp_seconds" in e and "time()" in e,
             "certificate near expiry")
+        one(lambda e: "credential_provider_expiry_timestamp_seconds" in e
+            and "credential_provider_next_refresh_timestamp_seconds" in e and "time()" in e,
+            "credential-provider credentials expiring before the next successful refresh")
         lat = next(e for e in alerts.values() if "histogram_quantile(0.99" in e)
         expect(lat.split(">")[-1].strip() == "4", f"latency threshold 0.8 x 5 s = 4: {lat}")
         leader = next(n for n, e in alerts.items() if "sync_leader" in e)
@@ -1109,7 +1112,8 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
         expect(not unknown, f"alerts use metrics the binary does not export: {unknown}")
         r = h.render({"monitoring": {"prometheusRule": {"enabled": True}}, "sync": {"enabled": False}})
         names = [x["alert"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]]
-        expect(not any("Sync" in n or "Reconcile" in n for n in names), f"no sync alerts without sync: {names}")
+        expect(not any("Sync" in n or "Reconcile" in n or "Credential" in n for n in names),
+               f"no sync alerts without sync: {names}")
         r = h.render({"monitoring": {"prometheusRule": {"enabled": True, "latencySeconds": 0.25}},
                       "webhook": {"timeoutSeconds": 1}})
         e = next(x["expr"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]
