@@ -1019,6 +1019,44 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
         expect(not problems, "; ".join(problems))
     h.check("item 9 / docs: README values reference lists every value with its default", readme_values)
 
+    def credential_provider_mounts() -> None:
+        r0 = h.render({})
+        spec = r0.deployment()["spec"]["template"]["spec"]
+        expect("initContainers" not in spec and all(v["name"] != "credential-providers" for v in spec["volumes"]),
+               "no plugin mount by default")
+        r = h.render({"credentialProviders": {"image": {"repository": "reg.example/plugins", "tag": "1"}}})
+        h.k8s_validate(r)
+        spec = r.deployment()["spec"]["template"]["spec"]
+        (init,) = spec["initContainers"]
+        expect(init["image"] == "reg.example/plugins:1", f"init image {init['image']}")
+        expect(init["command"] == ["cp", "-R", "/plugins/.", "/credential-providers"], f"command {init['command']}")
+        expect(init["securityContext"] == r.container()["securityContext"],
+               "the init container runs with the server's security context")
+        expect(init["volumeMounts"] == [{"name": "credential-providers", "mountPath": "/credential-providers"}],
+               f"init mounts {init['volumeMounts']}")
+        mount = next(m for m in r.container()["volumeMounts"] if m["name"] == "credential-providers")
+        expect(mount == {"name": "credential-providers", "mountPath": "/credential-providers", "readOnly": True},
+               f"server mount {mount}")
+        vol = next(v for v in spec["volumes"] if v["name"] == "credential-providers")
+        expect(set(vol) == {"name", "emptyDir"}, f"volume {vol}")
+        r = h.render({"credentialProviders": {"hostPath": "/usr/libexec/kubernetes/kubelet-plugins/credential-provider",
+                                              "mountPath": "/plugins", "command": ["x"]}})
+        h.k8s_validate(r)
+        spec = r.deployment()["spec"]["template"]["spec"]
+        expect("initContainers" not in spec, "no init container for hostPath")
+        vol = next(v for v in spec["volumes"] if v["name"] == "credential-providers")
+        expect(vol["hostPath"] == {"path": "/usr/libexec/kubernetes/kubelet-plugins/credential-provider",
+                                   "type": "Directory"}, f"volume {vol}")
+        mount = next(m for m in r.container()["volumeMounts"] if m["name"] == "credential-providers")
+        expect(mount["readOnly"] is True and mount["mountPath"] == "/plugins", f"server mount {mount}")
+        e = h.render_error({"credentialProviders": {"hostPath": "/x", "image": {"repository": "r"}}})
+        expect("not both" in e, e)
+        e = h.render_error({"credentialProviders": {"mountPath": "relative"}})
+        expect("mountPath" in e, e)
+        expect(rendered_rbac(r) == rendered_rbac(r0), "plugins need no RBAC")
+    h.check("credential providers: plugins mounted read-only from an init container's copy or a hostPath",
+            credential_provider_mounts)
+
     def readme_uninstall() -> None:
         sec = readme_section(readme, "**Uninstall.**", "Left behind")
         listed = re.findall(r"`([A-Z][A-Za-z]+)`", sec[sec.index("Helm v4"):] if "Helm v4" in sec else "")
