@@ -137,6 +137,18 @@ struct RawCredentialProvider {
     min_refresh: Option<S<String>>,
     #[serde(default)]
     max_refresh: Option<S<String>>,
+    #[serde(default)]
+    service_account_token: Option<S<RawTokenSource>>,
+}
+
+/// KEP-4412's `serviceAccountToken`: the kubelet passes the pod's token; we request one
+/// for a configured ServiceAccount.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenSource {
+    namespace: S<String>,
+    name: S<String>,
+    audience: S<String>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +292,16 @@ pub struct CredentialProvider {
     /// Floor and ceiling of the refresh interval.
     pub(crate) min_refresh: Duration,
     pub(crate) max_refresh: Duration,
+    /// Pass a token of this ServiceAccount as the request's `serviceAccountToken`.
+    pub(crate) service_account_token: Option<TokenSource>,
+}
+
+/// Whose token a workload-identity plugin gets, and for which audience.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenSource {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) audience: String,
 }
 
 #[derive(Debug, Clone)]
@@ -747,6 +769,28 @@ impl Compiler<'_> {
                 ),
             ));
         }
+        let service_account_token = match &v.service_account_token {
+            None => None,
+            Some(t) => {
+                let f = format!("{field}.serviceAccountToken");
+                let t = &t.value;
+                check_dns_label(&t.namespace.value)
+                    .map_err(|why| self.err(&t.namespace, format!("{f}.namespace: {why}")))?;
+                check_dns_subdomain(&t.name.value)
+                    .map_err(|why| self.err(&t.name, format!("{f}.name: {why}")))?;
+                if t.audience.value.trim().is_empty() {
+                    return Err(self.err(
+                        &t.audience,
+                        format!("{f}.audience: must not be empty (the plugin's cloud checks it)"),
+                    ));
+                }
+                Some(TokenSource {
+                    namespace: t.namespace.value.clone(),
+                    name: t.name.value.clone(),
+                    audience: t.audience.value.clone(),
+                })
+            }
+        };
         Ok(CredentialProvider {
             registry: registry.to_string(),
             command: command.to_path_buf(),
@@ -756,6 +800,7 @@ impl Compiler<'_> {
             timeout,
             min_refresh,
             max_refresh,
+            service_account_token,
         })
     }
 
@@ -1104,6 +1149,25 @@ mod tests {
             (PROVIDER_TIMEOUT, PROVIDER_MIN_REFRESH, PROVIDER_MAX_REFRESH)
         );
         assert!(p.args.is_empty() && p.env.is_empty());
+        assert_eq!(p.service_account_token, None);
+        let c = Config::parse(
+            &provider_cfg(&format!(
+                "      credentialProvider:\n        command: /p\n        image: {ECR}/x\n        serviceAccountToken: {{namespace: psi, name: ecr-puller, audience: sts.amazonaws.com}}\n"
+            )),
+            "c.yaml",
+        )
+        .unwrap();
+        let Some(Source::CredentialProvider(p)) = &c.registries[0].source else {
+            panic!()
+        };
+        assert_eq!(
+            p.service_account_token,
+            Some(TokenSource {
+                namespace: "psi".into(),
+                name: "ecr-puller".into(),
+                audience: "sts.amazonaws.com".into()
+            })
+        );
     }
 
     #[test]
@@ -1172,6 +1236,18 @@ mod tests {
                 "env[1].name: \"A\" is set twice",
             ),
             (cp(", shell: true"), "unknown field 'shell'"),
+            (
+                cp(", serviceAccountToken: {namespace: psi, name: x, audience: ''}"),
+                "registries[0].source.credentialProvider.serviceAccountToken.audience: must not be empty",
+            ),
+            (
+                cp(", serviceAccountToken: {namespace: Psi, name: x, audience: a}"),
+                "serviceAccountToken.namespace:",
+            ),
+            (
+                cp(", serviceAccountToken: {name: x, audience: a}"),
+                "missing field 'namespace'",
+            ),
         ];
         for (src, want) in cases {
             let got = e(&src);

@@ -9,6 +9,9 @@
 //! changes; a failing plugin (non-zero exit, partial `auth`, garbage) leaves them
 //! byte-for-byte as they were, is counted and reported as an Event on the leader's Pod;
 //! the copies recover with the plugin; an unowned same-name secret is never touched.
+//! In service-account-token mode the plugin gets a token the process requested through
+//! the TokenRequest API with exactly the chart's RBAC, and an answer echoing it is
+//! refused.
 //! Run with `KUBEBUILDER_ASSETS=$(tests/envtest/install.sh) cargo test --test
 //! e2e_credential_provider`; without it the test prints `skipped: KUBEBUILDER_ASSETS not
 //! set` and passes (under `CI=true` it fails instead).
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use envtest::eventually;
 use install::{RELEASE_NS, metric};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
@@ -36,21 +39,27 @@ const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 const SECRET: &str = "ecr-pull";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Builds the test plugin into this test binary's scratch directory.
+/// Builds the test plugin into this test binary's scratch directory, once per process
+/// (the tests run in parallel threads and must not write the file twice).
 fn build_plugin() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("psi-test-credential-provider");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let st = std::process::Command::new(rustc)
-        .args(["--edition", "2024", "-o"])
-        .arg(&out)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/plugins/credential_provider.rs"
-        ))
-        .status()
-        .expect("rustc runs");
-    assert!(st.success(), "building the test plugin failed");
-    out
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("psi-test-credential-provider");
+            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+            let st = std::process::Command::new(rustc)
+                .args(["--edition", "2024", "-o"])
+                .arg(&out)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/plugins/credential_provider.rs"
+                ))
+                .status()
+                .expect("rustc runs");
+            assert!(st.success(), "building the test plugin failed");
+            out
+        })
+        .clone()
 }
 
 /// The test plugin's control directory (see the plugin's docs).
@@ -262,4 +271,65 @@ async fn an_ecr_style_entry_keeps_working_copies_across_refreshes_and_plugin_fai
         "e2e_credential_provider: {:?} after the control plane started",
         t0.elapsed()
     );
+}
+
+#[tokio::test]
+async fn service_account_token_mode_passes_a_token_requested_with_the_charts_rbac() {
+    let Some(env) = envtest::start().await else {
+        return;
+    };
+    let c = env.client.clone();
+    let plugin = Plugin {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    plugin.mode("token t1");
+    let binary = build_plugin();
+    sync::create_ns(&c, "team-a", false).await;
+    sync::create_ns(&c, "identity", false).await;
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "ecr-puller"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(c.clone(), "identity")
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let mut e = entry(&binary, plugin.dir.path());
+    e["source"]["credentialProvider"]["serviceAccountToken"] =
+        json!({"namespace": "identity", "name": "ecr-puller", "audience": "sts.amazonaws.com"});
+    let install = sync::install(&env, &sync::values(json!([e])), "replica-0", false).await;
+    let _log = sync::LogOnPanic::new("replica-0", install.server());
+
+    let copy = wait_user(&c, "team-a", "t1").await;
+    // The token is the API server's, for that ServiceAccount and audience, short-lived.
+    let token = std::fs::read_to_string(plugin.dir.path().join("token")).unwrap();
+    let claims = token.split('.').nth(1).expect("a JWT");
+    let claims: Value = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims.trim_end_matches('='))
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    assert_eq!(claims["sub"], "system:serviceaccount:identity:ecr-puller");
+    assert_eq!(claims["aud"], json!(["sts.amazonaws.com"]));
+    let life = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(life <= 600, "token lifetime {life} s");
+
+    // An answer that hands the token back as the password is refused; the copy stays.
+    plugin.mode("echo-token");
+    eventually(WAIT, "the echoed token refused", || async {
+        let text = install.metrics().await;
+        let n = metric(
+            &text,
+            "pullsecret_injector_credential_provider_refresh_failures_total",
+            &[("registry", "ecr"), ("reason", "malformed")],
+        );
+        (n >= Some(1.0)).then_some(())
+    })
+    .await;
+    let now = sync::get_secret(&c, "team-a", SECRET).await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version,
+        copy.metadata.resource_version
+    );
+    assert!(!String::from_utf8_lossy(&sync::data_of(&now)).contains(&token));
 }

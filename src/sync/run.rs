@@ -409,6 +409,7 @@ async fn follow_config(f: Follower, mut changed: watch::Receiver<u64>) {
             }
             let refresher = Refresher {
                 spec: p.clone(),
+                client: client.clone(),
                 config: config.clone(),
                 cache: cache.clone(),
                 leadership: leadership.clone(),

@@ -588,6 +588,8 @@ def readme_rbac(readme: str) -> list[dict[str, Any]]:
                 req.add("serviceAccounts")
             if "`repairStuckPods`" in when:
                 req.add("repair")
+            if "`serviceAccountToken`" in when:
+                req.add("token")
             if "`certs.mode: self`" in when:
                 req.add("self")
             if "`policy`" in when:
@@ -977,8 +979,15 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
     def readme_rbac_matches() -> None:
         rows = readme_rbac(readme)
         sa_reg = {"name": "sa", "match": ["sa.example.com"], "secret": "sa", "serviceAccounts": ["default"]}
+        token_reg = {"name": "tok", "match": ["1.dkr.ecr.eu-west-1.amazonaws.com"], "secret": "tok",
+                     "source": {"credentialProvider": {
+                         "command": "/p", "image": "1.dkr.ecr.eu-west-1.amazonaws.com/x",
+                         "serviceAccountToken": {"namespace": "ns", "name": "puller", "audience": "sts"}}}}
         cases = [
             ("default", {}, {"access", "sync"}),
+            ("serviceAccountToken", {"registries": [token_reg]}, {"access", "sync", "token"}),
+            ("serviceAccountToken, sync off", {"registries": [token_reg], "sync": {"enabled": False}},
+             {"access"}),
             ("serviceAccounts", {"registries": [sa_reg]}, {"access", "sync", "serviceAccounts"}),
             ("repairStuckPods", {"repairStuckPods": True}, {"access", "sync", "repair"}),
             ("sync off", {"sync": {"enabled": False}, "repairStuckPods": True, "registries": [sa_reg]},
@@ -999,6 +1008,17 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
                                 f"README {sorted((k, sorted(v)) for k, v in want.items())}")
         expect(not problems, "; ".join(problems))
     h.check("item 9: README RBAC table = the chart's rules, per feature", readme_rbac_matches)
+
+    def token_rbac_names() -> None:
+        reg = lambda n, sa: {"name": n, "match": [f"{n}.dkr.ecr.eu-west-1.amazonaws.com"], "secret": n,
+                             "source": {"credentialProvider": {
+                                 "command": "/p", "image": f"{n}.dkr.ecr.eu-west-1.amazonaws.com/x",
+                                 "serviceAccountToken": {"namespace": "ns", "name": sa, "audience": "a"}}}}
+        r = h.render({"registries": [reg("1", "b"), reg("2", "a"), reg("3", "b")]})
+        rules = [x for x in r.one("ClusterRole", FULLNAME)["rules"] if "serviceaccounts/token" in x["resources"]]
+        expect(rules == [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["a", "b"],
+                          "verbs": ["create"]}], f"token rule {rules}")
+    h.check("credential providers: serviceaccounts/token only for the configured names", token_rbac_names)
 
     def readme_values() -> None:
         sec = readme_section(readme, "Values reference", "\n## ")

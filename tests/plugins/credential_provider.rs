@@ -10,6 +10,8 @@
 //!   - `ok USER DURATION [KEY]`: credentials `USER` / `pw-USER` for `KEY` (default: the
 //!     requested image's registry host), `cacheDuration: DURATION` (`-` leaves it out);
 //!   - `partial USER`: credentials only for `other.example.com`;
+//!   - `token USER`: like `ok USER 3s`, but only with a `serviceAccountToken` in the
+//!     request, which it writes to `token`; `echo-token`: the token as the password;
 //!   - `garbage`: not JSON; `wrongversion`: a v1alpha1 answer; `fail`: stderr and exit
 //!     status 1; `hang`: sleeps a minute; `huge`: two megabytes of output;
 //! - `requests` gets each request appended, one per line;
@@ -72,7 +74,18 @@ fn main() {
             r#"{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Registry",{duration}"auth":{{"{key}":{{"username":"{user}","password":"pw-{user}"}}}}}}"#
         )
     };
+    let token = field(&request, "serviceAccountToken");
     let out = match words.as_slice() {
+        ["token", user] => {
+            let t = token.unwrap_or_else(|| fail(5, "no serviceAccountToken in the request"));
+            std::fs::write(dir.join("token"), t)
+                .unwrap_or_else(|e| fail(3, &format!("writing the token: {e}")));
+            answer(user, Some("3s"), registry)
+        }
+        ["echo-token"] => {
+            let t = token.unwrap_or_else(|| fail(5, "no serviceAccountToken in the request"));
+            answer("u", Some("3s"), registry).replace("pw-u", t)
+        }
         ["ok", user, duration, rest @ ..] => answer(
             user,
             (*duration != "-").then_some(*duration),

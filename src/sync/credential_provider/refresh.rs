@@ -19,14 +19,24 @@ use tokio::time::Instant;
 use super::exec::{self, ExecError, Invocation, STDOUT_LIMIT};
 use super::response::{self, Answer, Lifetime, ResponseError};
 use super::schedule::{self, Backoff};
-use crate::config::{Config, CredentialProvider};
-use crate::metrics::{Metrics, ProviderFailureLabels, RegistryLabels};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+use kube::api::PostParams;
+
+use crate::config::{Config, CredentialProvider, TokenSource};
+use crate::metrics::{Metrics, ProviderFailureLabels, RegistryLabels, VerbLabels};
 use crate::sync::cache::Cache;
 use crate::sync::lease::Leadership;
 use crate::sync::report::Reporter;
 
 /// How often a sleeping refresher looks whether it still leads.
 const LEADER_POLL: Duration = Duration::from_secs(1);
+/// A TokenRequest gets this long (the client has no timeout of its own).
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest lifetime the API server grants: the token is only needed while the
+/// plugin runs, so it should be useless soon after.
+const TOKEN_SECONDS: i64 = 600;
 
 /// One run that produced no usable credentials.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +45,12 @@ pub(crate) enum FetchError {
     Exec(#[from] ExecError),
     #[error("unusable answer: {0}")]
     Response(#[from] ResponseError),
+    #[error("requesting a token of serviceaccount {namespace}/{name}: {reason}")]
+    Token {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
 }
 
 impl FetchError {
@@ -42,12 +58,15 @@ impl FetchError {
         match self {
             FetchError::Exec(e) => e.kind(),
             FetchError::Response(e) => e.kind(),
+            FetchError::Token { .. } => "service_account_token",
         }
     }
 }
 
 pub(crate) struct Refresher {
     pub(crate) spec: Arc<CredentialProvider>,
+    /// For the TokenRequests of `serviceAccountToken` mode.
+    pub(crate) client: kube::Client,
     pub(crate) config: Arc<ArcSwap<Config>>,
     pub(crate) cache: Arc<Cache>,
     pub(crate) leadership: Leadership,
@@ -143,7 +162,11 @@ impl Refresher {
             .find(|r| r.name == self.spec.registry)
             .map(|r| r.patterns.clone())
             .unwrap_or_default();
-        let request = response::request(&self.spec.image);
+        let token = match &self.spec.service_account_token {
+            Some(t) => Some(self.token(t).await?),
+            None => None,
+        };
+        let request = response::request(&self.spec.image, token.as_deref());
         let out = exec::run(&Invocation {
             command: &self.spec.command,
             args: &self.spec.args,
@@ -153,7 +176,42 @@ impl Refresher {
             stdout_limit: STDOUT_LIMIT,
         })
         .await?;
-        Ok(response::parse(&out, &patterns)?)
+        Ok(response::parse(&out, &patterns, token.as_deref())?)
+    }
+
+    /// A fresh token of the configured ServiceAccount for the configured audience
+    /// (TokenRequest API; the chart grants `serviceaccounts/token` create for exactly
+    /// the names configured).
+    async fn token(&self, t: &TokenSource) -> Result<String, FetchError> {
+        let err = |reason: String| FetchError::Token {
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            reason,
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &t.namespace);
+        let req = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec![t.audience.clone()]),
+                expiration_seconds: Some(TOKEN_SECONDS),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.metrics
+            .sync_api_requests
+            .get_or_create(&VerbLabels { verb: "create" })
+            .inc();
+        let pp = PostParams::default();
+        let call = api.create_token_request(&t.name, &pp, &req);
+        match tokio::time::timeout(TOKEN_TIMEOUT, call).await {
+            Ok(Ok(r)) => r
+                .status
+                .and_then(|s| s.token)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| err("the answer holds no token".into())),
+            Ok(Err(e)) => Err(err(e.to_string())),
+            Err(_) => Err(err(format!("no answer within {TOKEN_TIMEOUT:?}"))),
+        }
     }
 
     fn succeeded(&self, answer: Answer) -> Duration {

@@ -33,14 +33,18 @@ pub(crate) const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
 pub(crate) const REQUEST_KIND: &str = "CredentialProviderRequest";
 pub(crate) const RESPONSE_KIND: &str = "CredentialProviderResponse";
 
-/// The request for `image`, as the kubelet encodes it.
-pub(crate) fn request(image: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
+/// The request for `image`, as the kubelet encodes it, with a ServiceAccount token for
+/// workload-identity plugins (KEP-4412) when configured.
+pub(crate) fn request(image: &str, token: Option<&str>) -> Vec<u8> {
+    let mut r = json!({
         "apiVersion": API_VERSION,
         "kind": REQUEST_KIND,
         "image": image,
-    }))
-    .expect("a JSON object of strings serialises")
+    });
+    if let Some(t) = token {
+        r["serviceAccountToken"] = json!(t);
+    }
+    serde_json::to_vec(&r).expect("a JSON object of strings serialises")
 }
 
 /// How long the plugin says its answer may be used (`cacheDuration`).
@@ -87,6 +91,11 @@ pub(crate) enum ResponseError {
     BadKey(String),
     #[error("auth {0:?} has neither username nor password")]
     EmptyCredentials(String),
+    #[error(
+        "auth {0:?} returns the ServiceAccount token itself as the password; copying it would hand \
+         our token to every namespace (the kubelet refuses this too unless caching per token)"
+    )]
+    EchoesToken(String),
     #[error("auth keys do not cover the match patterns {}", .0.join(", "))]
     Uncovered(Vec<String>),
     #[error("the pull secret built from it is unusable: {0}")]
@@ -126,9 +135,14 @@ struct RawAuth {
     password: String,
 }
 
-/// Parses and checks a plugin's stdout for an entry with `patterns`, and builds the
-/// `kubernetes.io/dockerconfigjson` the copies will hold.
-pub(crate) fn parse(stdout: &[u8], patterns: &[Pattern]) -> Result<Answer, ResponseError> {
+/// Parses and checks a plugin's stdout for an entry with `patterns` (and the token the
+/// request carried, if any), and builds the `kubernetes.io/dockerconfigjson` the copies
+/// will hold.
+pub(crate) fn parse(
+    stdout: &[u8],
+    patterns: &[Pattern],
+    token: Option<&str>,
+) -> Result<Answer, ResponseError> {
     let value: serde_json::Value =
         serde_json::from_slice(stdout).map_err(|e| ResponseError::NotJson {
             line: e.line(),
@@ -172,6 +186,9 @@ pub(crate) fn parse(stdout: &[u8], patterns: &[Pattern]) -> Result<Answer, Respo
         }
         if a.username.is_empty() && a.password.is_empty() {
             return Err(ResponseError::EmptyCredentials(key.clone()));
+        }
+        if token.is_some_and(|t| !t.is_empty() && a.password == t) {
+            return Err(ResponseError::EchoesToken(key.clone()));
         }
         // `auth` as well as username/password: every reader of a dockerconfigjson
         // understands it, and it is what the kubelet prefers when both are present.
@@ -224,7 +241,7 @@ mod tests {
 
     #[test]
     fn request_is_the_kubelets() {
-        let v: serde_json::Value = serde_json::from_slice(&request("r.io/x")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&request("r.io/x", None)).unwrap();
         assert_eq!(
             v,
             json!({"apiVersion": API_VERSION, "kind": "CredentialProviderRequest", "image": "r.io/x"})
@@ -236,7 +253,7 @@ mod tests {
         let out = response(&format!(
             r#""cacheDuration":"12h0m0s","auth":{{"{ECR}":{{"username":"AWS","password":"tok"}}}}"#
         ));
-        let a = parse(out.as_bytes(), &pats(&[ECR])).unwrap();
+        let a = parse(out.as_bytes(), &pats(&[ECR]), None).unwrap();
         assert_eq!(a.lifetime, Lifetime::For(Duration::from_secs(12 * 3600)));
         assert_eq!(a.cache_key_type, "Registry");
         assert_eq!(a.source.type_, TYPE_DOCKERCONFIGJSON);
@@ -249,7 +266,10 @@ mod tests {
         );
         // the same answer again is byte-for-byte the same secret
         assert_eq!(
-            parse(out.as_bytes(), &pats(&[ECR])).unwrap().source.hash,
+            parse(out.as_bytes(), &pats(&[ECR]), None)
+                .unwrap()
+                .source
+                .hash,
             a.source.hash
         );
     }
@@ -260,7 +280,7 @@ mod tests {
             let out = response(&format!(
                 r#"{d}"auth":{{"*.dkr.ecr.*.amazonaws.com":{{"username":"AWS","password":"p"}}}}"#
             ));
-            parse(out.as_bytes(), &pats(&[ECR])).map(|a| a.lifetime)
+            parse(out.as_bytes(), &pats(&[ECR]), None).map(|a| a.lifetime)
         };
         assert_eq!(with(""), Ok(Lifetime::Unspecified));
         assert_eq!(with(r#""cacheDuration":"0s","#), Ok(Lifetime::DoNotCache));
@@ -327,12 +347,24 @@ mod tests {
             ),
         ];
         for (out, want) in cases {
-            let e = parse(out.as_bytes(), &p).unwrap_err();
+            let e = parse(out.as_bytes(), &p, None).unwrap_err();
             let msg = e.to_string();
             assert!(msg.contains(want), "{out}: {msg}");
             assert!(!msg.contains("s3cret"), "{out}: {msg}");
             assert_eq!(e.kind(), "malformed");
         }
+    }
+
+    #[test]
+    fn the_token_is_sent_and_never_copied_back() {
+        let v: serde_json::Value = serde_json::from_slice(&request("r.io/x", Some("jwt"))).unwrap();
+        assert_eq!(v["serviceAccountToken"], "jwt");
+        let out = response(&format!(
+            r#""auth":{{"{ECR}":{{"username":"AWS","password":"jwt"}}}}"#
+        ));
+        let e = parse(out.as_bytes(), &pats(&[ECR]), Some("jwt")).unwrap_err();
+        assert_eq!(e, ResponseError::EchoesToken(ECR.into()));
+        assert!(parse(out.as_bytes(), &pats(&[ECR]), Some("other")).is_ok());
     }
 
     #[test]
@@ -343,6 +375,7 @@ mod tests {
         let e = parse(
             out.as_bytes(),
             &pats(&[ECR, "210987654321.dkr.ecr.eu-west-1.amazonaws.com"]),
+            None,
         )
         .unwrap_err();
         assert_eq!(
@@ -357,7 +390,7 @@ mod tests {
             r#""auth":{{"{ECR}/team":{{"username":"AWS","password":"p"}}}}"#
         ));
         assert!(matches!(
-            parse(out.as_bytes(), &pats(&[ECR])),
+            parse(out.as_bytes(), &pats(&[ECR]), None),
             Err(ResponseError::Uncovered(_))
         ));
     }

@@ -107,8 +107,14 @@ registries:
     }
 
     fn refresher(&self) -> Refresher {
+        // No test here uses serviceAccountToken mode; a request would fail the run.
+        let (svc, _) = tower_test::mock::pair::<
+            hyper::Request<kube::client::Body>,
+            hyper::Response<kube::client::Body>,
+        >();
         Refresher {
             spec: self.spec.clone(),
+            client: kube::Client::new(svc, "default"),
             config: self.config.clone(),
             cache: self.cache.clone(),
             leadership: self.leadership.clone(),
