@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
@@ -99,16 +101,61 @@ struct RawRegistry {
     #[serde(default)]
     namespaces: Option<RawScope>,
     #[serde(default)]
-    source: Option<S<RawSecretRef>>,
+    source: Option<S<RawSource>>,
     #[serde(default)]
     service_accounts: Vec<S<String>>,
 }
 
+/// `{namespace, name}` (a Secret) or `{credentialProvider: …}`; which one is checked in
+/// [`Compiler::source`], so the error can say what was mixed up.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSource {
+    #[serde(default)]
+    namespace: Option<S<String>>,
+    #[serde(default)]
+    name: Option<S<String>>,
+    #[serde(default)]
+    credential_provider: Option<S<RawCredentialProvider>>,
+}
+
+/// The kubelet's `CredentialProvider` config entry, trimmed to what one exec needs
+/// (`k8s.io/kubelet` `pkg/apis/config/v1` `CredentialProvider`: `args`, `env`; our
+/// `command` is its `pluginBinDir` + `name` as one absolute path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCredentialProvider {
+    command: S<String>,
+    #[serde(default)]
+    args: Vec<S<String>>,
+    #[serde(default)]
+    env: Vec<S<RawEnvVar>>,
+    image: S<String>,
+    #[serde(default)]
+    timeout: Option<S<String>>,
+    #[serde(default)]
+    min_refresh: Option<S<String>>,
+    #[serde(default)]
+    max_refresh: Option<S<String>>,
+    #[serde(default)]
+    service_account_token: Option<S<RawTokenSource>>,
+}
+
+/// KEP-4412's `serviceAccountToken`: the kubelet passes the pod's token; we request one
+/// for a configured ServiceAccount.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecretRef {
+struct RawTokenSource {
     namespace: S<String>,
     name: S<String>,
+    audience: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvVar {
+    name: S<String>,
+    value: S<String>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +248,64 @@ pub struct SecretRef {
     pub(crate) name: String,
 }
 
+/// Where an entry's credentials come from. Both kinds feed the same delivery path: the
+/// sync planner sees a validated `dockerconfigjson` either way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A Secret copied as it is.
+    Secret(SecretRef),
+    /// A kubelet credential provider plugin, exec'd by the sync leader.
+    CredentialProvider(Arc<CredentialProvider>),
+}
+
+impl Source {
+    pub(crate) fn secret(&self) -> Option<&SecretRef> {
+        match self {
+            Source::Secret(r) => Some(r),
+            Source::CredentialProvider(_) => None,
+        }
+    }
+}
+
+/// Default for `timeout`: the kubelet's own catch-all for exec plugins
+/// (`k8s.io/kubernetes` v1.37.2 `pkg/credentialprovider/plugin/plugin.go`, `ExecPlugin`:
+/// `context.WithTimeout(ctx, 1*time.Minute)`).
+pub(crate) const PROVIDER_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const PROVIDER_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+pub(crate) const PROVIDER_MIN_REFRESH: Duration = Duration::from_secs(30);
+pub(crate) const PROVIDER_MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// No floor below this: a plugin is a process and usually a cloud API call.
+pub(crate) const PROVIDER_REFRESH_FLOOR: Duration = Duration::from_secs(1);
+
+/// One credential provider plugin and how to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CredentialProvider {
+    /// The entry it serves: a provider source's identity, so two entries never share one
+    /// (their `match` patterns, which its answer must cover, differ).
+    pub(crate) registry: String,
+    /// Absolute path, exec'd directly (no shell).
+    pub(crate) command: PathBuf,
+    pub(crate) args: Vec<String>,
+    /// Added to this process's environment, later ones winning, as the kubelet does.
+    pub(crate) env: Vec<(String, String)>,
+    /// The `image` of the `CredentialProviderRequest`; matched by the entry's patterns.
+    pub(crate) image: String,
+    pub(crate) timeout: Duration,
+    /// Floor and ceiling of the refresh interval.
+    pub(crate) min_refresh: Duration,
+    pub(crate) max_refresh: Duration,
+    /// Pass a token of this ServiceAccount as the request's `serviceAccountToken`.
+    pub(crate) service_account_token: Option<TokenSource>,
+}
+
+/// Whose token a workload-identity plugin gets, and for which audience.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenSource {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) audience: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub(crate) name: String,
@@ -208,7 +313,7 @@ pub struct Registry {
     pub(crate) secret: String,
     pub(crate) always_pull: bool,
     pub(crate) namespaces: NamespaceScope,
-    pub(crate) source: Option<SecretRef>,
+    pub(crate) source: Option<Source>,
     pub(crate) service_accounts: Vec<String>,
 }
 
@@ -497,21 +602,7 @@ impl Compiler<'_> {
             None => NamespaceScope::default(),
         };
         let source = match &v.source {
-            Some(s) => {
-                check_dns_label(&s.value.namespace.value).map_err(|why| {
-                    self.err(
-                        &s.value.namespace,
-                        format!("{}: {why}", field("source.namespace")),
-                    )
-                })?;
-                check_dns_subdomain(&s.value.name.value).map_err(|why| {
-                    self.err(&s.value.name, format!("{}: {why}", field("source.name")))
-                })?;
-                Some(SecretRef {
-                    namespace: s.value.namespace.value.clone(),
-                    name: s.value.name.value.clone(),
-                })
-            }
+            Some(src) => Some(self.source(src, &v.name.value, &patterns, &field("source"))?),
             None => None,
         };
         let mut service_accounts = Vec::new();
@@ -529,6 +620,204 @@ impl Compiler<'_> {
             source,
             service_accounts,
         })
+    }
+
+    fn source(
+        &self,
+        src: &S<RawSource>,
+        registry: &str,
+        patterns: &[Pattern],
+        field: &str,
+    ) -> Result<Source, ConfigError> {
+        let v = &src.value;
+        match (&v.namespace, &v.name, &v.credential_provider) {
+            (None, None, Some(cp)) => Ok(Source::CredentialProvider(Arc::new(self.provider(
+                cp,
+                registry,
+                patterns,
+                &format!("{field}.credentialProvider"),
+            )?))),
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(self.err(
+                src,
+                format!(
+                    "{field}: give either namespace and name (a Secret) or credentialProvider, not both"
+                ),
+            )),
+            (Some(ns), Some(name), None) => {
+                check_dns_label(&ns.value)
+                    .map_err(|why| self.err(ns, format!("{field}.namespace: {why}")))?;
+                check_dns_subdomain(&name.value)
+                    .map_err(|why| self.err(name, format!("{field}.name: {why}")))?;
+                Ok(Source::Secret(SecretRef {
+                    namespace: ns.value.clone(),
+                    name: name.value.clone(),
+                }))
+            }
+            (None, None, None) => Err(self.err(
+                src,
+                format!("{field}: needs namespace and name (a Secret) or credentialProvider"),
+            )),
+            (None, Some(_), None) => Err(self.err(src, format!("{field}: missing field 'namespace'"))),
+            (Some(_), None, None) => Err(self.err(src, format!("{field}: missing field 'name'"))),
+        }
+    }
+
+    fn provider(
+        &self,
+        cp: &S<RawCredentialProvider>,
+        registry: &str,
+        patterns: &[Pattern],
+        field: &str,
+    ) -> Result<CredentialProvider, ConfigError> {
+        let v = &cp.value;
+        let command = Path::new(&v.command.value);
+        // Absolute, so what runs does not depend on the working directory or PATH; the
+        // file itself need not exist here (`check` runs where the plugin is not installed).
+        if !command.is_absolute() || v.command.value.contains('\0') {
+            return Err(self.err(
+                &v.command,
+                format!(
+                    "{field}.command: {:?} must be an absolute path (it is exec'd directly, without a shell)",
+                    v.command.value
+                ),
+            ));
+        }
+        let mut args = Vec::new();
+        for a in &v.args {
+            if a.value.contains('\0') {
+                return Err(self.err(a, format!("{field}.args: an argument cannot contain NUL")));
+            }
+            args.push(a.value.clone());
+        }
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (i, e) in v.env.iter().enumerate() {
+            let (name, value) = (&e.value.name, &e.value.value);
+            let ok = name
+                .value
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name
+                    .value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(self.err(
+                    name,
+                    format!(
+                        "{field}.env[{i}].name: {:?} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                        name.value
+                    ),
+                ));
+            }
+            if env.iter().any(|(n, _)| n == &name.value) {
+                return Err(self.err(
+                    name,
+                    format!("{field}.env[{i}].name: {:?} is set twice", name.value),
+                ));
+            }
+            if value.value.contains('\0') {
+                return Err(self.err(value, format!("{field}.env[{i}].value: cannot contain NUL")));
+            }
+            env.push((name.value.clone(), value.value.clone()));
+        }
+        // The kubelet only asks a plugin about images its `matchImages` cover; ours are
+        // the entry's patterns, so the image asked about must be one of theirs.
+        let img = crate::image::parse(&v.image.value)
+            .map_err(|e| self.err(&v.image, format!("{field}.image: {e}")))?;
+        if !patterns.iter().any(|p| p.matches(&img)) {
+            return Err(self.err(
+                &v.image,
+                format!(
+                    "{field}.image: {:?} is not matched by the entry's match patterns",
+                    v.image.value
+                ),
+            ));
+        }
+        let timeout = self.duration(&v.timeout, &format!("{field}.timeout"), PROVIDER_TIMEOUT)?;
+        if timeout.is_zero() || timeout > PROVIDER_TIMEOUT_MAX {
+            let at = v.timeout.as_ref().expect("the default is in range");
+            return Err(self.err(
+                at,
+                format!("{field}.timeout: must be more than 0 and at most 5m"),
+            ));
+        }
+        let min_refresh = self.duration(
+            &v.min_refresh,
+            &format!("{field}.minRefresh"),
+            PROVIDER_MIN_REFRESH,
+        )?;
+        if min_refresh < PROVIDER_REFRESH_FLOOR {
+            let at = v.min_refresh.as_ref().expect("the default is in range");
+            return Err(self.err(at, format!("{field}.minRefresh: must be at least 1s")));
+        }
+        let max_refresh = self.duration(
+            &v.max_refresh,
+            &format!("{field}.maxRefresh"),
+            PROVIDER_MAX_REFRESH,
+        )?;
+        if max_refresh < min_refresh {
+            let at = v
+                .max_refresh
+                .as_ref()
+                .or(v.min_refresh.as_ref())
+                .expect("defaults are ordered");
+            return Err(self.err(
+                at,
+                format!(
+                    "{field}.maxRefresh: {} is less than minRefresh {}",
+                    crate::duration::format(max_refresh),
+                    crate::duration::format(min_refresh)
+                ),
+            ));
+        }
+        let service_account_token = match &v.service_account_token {
+            None => None,
+            Some(t) => {
+                let f = format!("{field}.serviceAccountToken");
+                let t = &t.value;
+                check_dns_label(&t.namespace.value)
+                    .map_err(|why| self.err(&t.namespace, format!("{f}.namespace: {why}")))?;
+                check_dns_subdomain(&t.name.value)
+                    .map_err(|why| self.err(&t.name, format!("{f}.name: {why}")))?;
+                if t.audience.value.trim().is_empty() {
+                    return Err(self.err(
+                        &t.audience,
+                        format!("{f}.audience: must not be empty (the plugin's cloud checks it)"),
+                    ));
+                }
+                Some(TokenSource {
+                    namespace: t.namespace.value.clone(),
+                    name: t.name.value.clone(),
+                    audience: t.audience.value.clone(),
+                })
+            }
+        };
+        Ok(CredentialProvider {
+            registry: registry.to_string(),
+            command: command.to_path_buf(),
+            args,
+            env,
+            image: v.image.value.clone(),
+            timeout,
+            min_refresh,
+            max_refresh,
+            service_account_token,
+        })
+    }
+
+    fn duration(
+        &self,
+        d: &Option<S<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match d {
+            None => Ok(default),
+            Some(d) => {
+                crate::duration::parse(&d.value).map_err(|e| self.err(d, format!("{field}: {e}")))
+            }
+        }
     }
 
     fn scope(&self, s: &RawScope, field: &str) -> Result<NamespaceScope, ConfigError> {
@@ -812,5 +1101,161 @@ mod tests {
         assert!(p.rules_for("kube-system").is_none());
         assert_eq!(p.rules_for("prod-1").unwrap().mode, PolicyMode::Enforce);
         assert_eq!(p.rules_for("dev").unwrap().mode, PolicyMode::Warn);
+    }
+
+    const ECR: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+
+    fn provider_cfg(source: &str) -> String {
+        format!(
+            "registries:\n  - name: ecr\n    match: [\"{ECR}\"]\n    secret: ecr-pull\n    source:\n{source}"
+        )
+    }
+
+    #[test]
+    fn credential_provider_sources() {
+        let c = Config::parse(
+            &provider_cfg(&format!(
+                "      credentialProvider:\n        command: /plugins/ecr-credential-provider\n        args: [get-credentials]\n        env: [{{name: AWS_REGION, value: eu-west-1}}]\n        image: {ECR}/any\n        timeout: 10s\n        minRefresh: 1s\n        maxRefresh: 30m\n"
+            )),
+            "c.yaml",
+        )
+        .unwrap();
+        let Some(Source::CredentialProvider(p)) = &c.registries[0].source else {
+            panic!("{:?}", c.registries[0].source)
+        };
+        assert_eq!(p.registry, "ecr");
+        assert_eq!(p.command, Path::new("/plugins/ecr-credential-provider"));
+        assert_eq!(p.args, vec!["get-credentials"]);
+        assert_eq!(p.env, vec![("AWS_REGION".into(), "eu-west-1".into())]);
+        assert_eq!(p.image, format!("{ECR}/any"));
+        assert_eq!(
+            (p.timeout, p.min_refresh, p.max_refresh),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(1),
+                Duration::from_secs(1800)
+            )
+        );
+        // defaults: the kubelet's one-minute timeout, 30 s floor, 1 h ceiling
+        let c = Config::parse(
+            &provider_cfg(&format!(
+                "      credentialProvider: {{command: /p, image: {ECR}/x}}\n"
+            )),
+            "c.yaml",
+        )
+        .unwrap();
+        let Some(Source::CredentialProvider(p)) = &c.registries[0].source else {
+            panic!()
+        };
+        assert_eq!(
+            (p.timeout, p.min_refresh, p.max_refresh),
+            (PROVIDER_TIMEOUT, PROVIDER_MIN_REFRESH, PROVIDER_MAX_REFRESH)
+        );
+        assert!(p.args.is_empty() && p.env.is_empty());
+        assert_eq!(p.service_account_token, None);
+        let c = Config::parse(
+            &provider_cfg(&format!(
+                "      credentialProvider:\n        command: /p\n        image: {ECR}/x\n        serviceAccountToken: {{namespace: psi, name: ecr-puller, audience: sts.amazonaws.com}}\n"
+            )),
+            "c.yaml",
+        )
+        .unwrap();
+        let Some(Source::CredentialProvider(p)) = &c.registries[0].source else {
+            panic!()
+        };
+        assert_eq!(
+            p.service_account_token,
+            Some(TokenSource {
+                namespace: "psi".into(),
+                name: "ecr-puller".into(),
+                audience: "sts.amazonaws.com".into()
+            })
+        );
+    }
+
+    #[test]
+    fn credential_provider_errors_name_the_field() {
+        let e = |source: &str| err(&provider_cfg(source));
+        let cp = |fields: &str| {
+            format!("      credentialProvider: {{command: /p, image: \"{ECR}/x\"{fields}}}\n")
+        };
+        let cases = [
+            (
+                format!(
+                    "      namespace: creds\n      name: s\n      credentialProvider: {{command: /p, image: {ECR}/x}}\n"
+                ),
+                "c.yaml:6:7: registries[0].source: give either namespace and name (a Secret) or credentialProvider, not both",
+            ),
+            (
+                "      {}\n".to_string(),
+                "registries[0].source: needs namespace and name (a Secret) or credentialProvider",
+            ),
+            (
+                "      namespace: creds\n".to_string(),
+                "registries[0].source: missing field 'name'",
+            ),
+            (
+                format!("      credentialProvider: {{command: plugins/ecr, image: {ECR}/x}}\n"),
+                "registries[0].source.credentialProvider.command: \"plugins/ecr\" must be an absolute path (it is exec'd directly, without a shell)",
+            ),
+            (
+                "      credentialProvider: {command: /p, image: ghcr.io/x}\n".to_string(),
+                "registries[0].source.credentialProvider.image: \"ghcr.io/x\" is not matched by the entry's match patterns",
+            ),
+            (
+                "      credentialProvider: {command: /p, image: \"Bad Image\"}\n".to_string(),
+                "registries[0].source.credentialProvider.image:",
+            ),
+            (
+                "      credentialProvider: {image: x}\n".to_string(),
+                "missing field 'command'",
+            ),
+            (
+                cp(", timeout: 0s"),
+                "registries[0].source.credentialProvider.timeout: must be more than 0 and at most 5m",
+            ),
+            (
+                cp(", timeout: 10m"),
+                "timeout: must be more than 0 and at most 5m",
+            ),
+            (
+                cp(", timeout: soon"),
+                "registries[0].source.credentialProvider.timeout: \"soon\" is not a duration",
+            ),
+            (
+                cp(", minRefresh: 500ms"),
+                "registries[0].source.credentialProvider.minRefresh: must be at least 1s",
+            ),
+            (
+                cp(", maxRefresh: 10s"),
+                "registries[0].source.credentialProvider.maxRefresh: 10s is less than minRefresh 30s",
+            ),
+            (
+                cp(", env: [{name: A-B, value: x}]"),
+                "registries[0].source.credentialProvider.env[0].name: \"A-B\" is not an environment variable name",
+            ),
+            (
+                cp(", env: [{name: A, value: x}, {name: A, value: y}]"),
+                "env[1].name: \"A\" is set twice",
+            ),
+            (cp(", shell: true"), "unknown field 'shell'"),
+            (
+                cp(", serviceAccountToken: {namespace: psi, name: x, audience: ''}"),
+                "registries[0].source.credentialProvider.serviceAccountToken.audience: must not be empty",
+            ),
+            (
+                cp(", serviceAccountToken: {namespace: Psi, name: x, audience: a}"),
+                "serviceAccountToken.namespace:",
+            ),
+            (
+                cp(", serviceAccountToken: {name: x, audience: a}"),
+                "missing field 'namespace'",
+            ),
+        ];
+        for (src, want) in cases {
+            let got = e(&src);
+            assert!(got.contains(want), "{src}\n  got:  {got}\n  want: {want}");
+            assert!(got.starts_with("c.yaml:"), "{got}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod duration;
 pub mod image;
 mod logging;
 mod managed_certs;

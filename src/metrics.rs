@@ -71,6 +71,22 @@ pub struct Metrics {
     pub sync_leader: Gauge,
     /// Requests the sync controller sent to the API server, by verb (watches excluded).
     pub sync_api_requests: Family<VerbLabels, Counter>,
+    /// Per credential-provider entry, on the replica that runs the plugins: when its
+    /// plugin last answered usably (seconds since the epoch).
+    pub provider_last_success: Family<RegistryLabels, Gauge>,
+    /// When the credentials the copies hold expire (last success + `cacheDuration`);
+    /// absent when the plugin gave no lifetime.
+    pub provider_expiry: Family<RegistryLabels, Gauge>,
+    /// When the plugin runs next (after a success or a failure's backoff).
+    pub provider_next_refresh: Family<RegistryLabels, Gauge>,
+    pub provider_failures: Family<ProviderFailureLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderFailureLabels {
+    pub registry: String,
+    /// `spawn`, `timeout`, `exit`, `output_too_large`, `io`, `malformed`, `partial_auth`.
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,6 +198,30 @@ impl Metrics {
             "API requests sent by the sync controller and the admission-time create, by verb (watches excluded)",
             sync_api_requests.clone(),
         );
+        let provider_last_success = Family::<RegistryLabels, Gauge>::default();
+        registry.register(
+            "credential_provider_last_success_timestamp_seconds",
+            "When the entry's credential provider plugin last answered with usable credentials, in seconds since the epoch",
+            provider_last_success.clone(),
+        );
+        let provider_expiry = Family::<RegistryLabels, Gauge>::default();
+        registry.register(
+            "credential_provider_expiry_timestamp_seconds",
+            "When the credentials from the entry's credential provider expire (its cacheDuration), in seconds since the epoch",
+            provider_expiry.clone(),
+        );
+        let provider_next_refresh = Family::<RegistryLabels, Gauge>::default();
+        registry.register(
+            "credential_provider_next_refresh_timestamp_seconds",
+            "When the entry's credential provider plugin runs next, in seconds since the epoch",
+            provider_next_refresh.clone(),
+        );
+        let provider_failures = Family::<ProviderFailureLabels, Counter>::default();
+        registry.register(
+            "credential_provider_refresh_failures",
+            "Credential provider runs that gave no usable credentials, by entry and reason",
+            provider_failures.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -199,6 +239,10 @@ impl Metrics {
             tls_certificate_expiry,
             sync_leader,
             sync_api_requests,
+            provider_last_success,
+            provider_expiry,
+            provider_next_refresh,
+            provider_failures,
         }
     }
 

@@ -8,8 +8,8 @@
 //! need, are watched one by one by name.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::runtime::watcher;
@@ -19,9 +19,9 @@ use tokio::time::{Duration, Instant};
 use super::desired::{
     ExistingSecret, Key, NamespaceInfo, SOURCE_ANNOTATION, ServiceAccountInfo, SourceState,
 };
-use super::source::{self, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
+use super::source::{self, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON, ValidSource};
 use crate::admission::NamespaceFacts;
-use crate::config::{Config, SecretRef};
+use crate::config::{Config, CredentialProvider, SecretRef, Source};
 
 /// The pull-secret types we watch, one watch each (field selectors cannot OR).
 pub(crate) const WATCHED_TYPES: [&str; 2] = [TYPE_DOCKERCONFIGJSON, TYPE_DOCKERCFG];
@@ -173,6 +173,9 @@ pub(crate) struct Cache {
     /// One per entry of [`WATCHED_TYPES`].
     pub(crate) secrets: [RwLock<Indexed<Key, ExistingSecret>>; 2],
     pub(crate) sources: RwLock<HashMap<SecretRef, SourceSlot>>,
+    /// Credential-provider entry → the plugin it was fetched with and the last good
+    /// answer. Only the sync leader fills it (see `credential_provider::refresh`).
+    providers: RwLock<HashMap<String, (Arc<CredentialProvider>, ValidSource)>>,
     pub(crate) accounts: RwLock<Indexed<Key, ServiceAccountInfo>>,
     pub(crate) accounts_watched: AtomicBool,
     /// Pinged on every change; the reconciler debounces.
@@ -254,11 +257,22 @@ impl Cache {
         read(&self.sources).get(r).cloned().flatten()
     }
 
-    /// Validated state of every configured source that has been listed.
-    pub(crate) fn source_states(&self, cfg: &Config) -> HashMap<SecretRef, SourceState> {
+    /// Validated state of every configured source that has been listed, and of every
+    /// credential provider that has answered.
+    pub(crate) fn source_states(&self, cfg: &Config) -> HashMap<Source, SourceState> {
         let sources = read(&self.sources);
         let mut out = HashMap::new();
-        for r in cfg.registries.iter().filter_map(|r| r.source.as_ref()) {
+        for src in cfg.registries.iter().filter_map(|r| r.source.as_ref()) {
+            let r = match src {
+                Source::Secret(r) => r,
+                Source::CredentialProvider(p) => {
+                    let state = self
+                        .provider(p)
+                        .map_or(SourceState::Pending, SourceState::Valid);
+                    out.insert(src.clone(), state);
+                    continue;
+                }
+            };
             let state = match sources.get(r) {
                 Some(Some(Some(s))) => match source::validate(s) {
                     Ok(v) => SourceState::Valid(v),
@@ -268,9 +282,43 @@ impl Cache {
                 // Not listed yet: treat as missing (which writes nothing and deletes nothing).
                 _ => SourceState::Missing,
             };
-            out.insert(r.clone(), state);
+            out.insert(src.clone(), state);
         }
         out
+    }
+
+    /// The last good answer of `spec`'s plugin, if it was fetched with exactly that
+    /// plugin config.
+    pub(crate) fn provider(&self, spec: &CredentialProvider) -> Option<ValidSource> {
+        read(&self.providers)
+            .get(&spec.registry)
+            .filter(|(s, _)| **s == *spec)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub(crate) fn has_provider(&self, spec: &CredentialProvider) -> bool {
+        self.provider(spec).is_some()
+    }
+
+    /// Stores a good answer; returns whether the content changed (and if so pings the
+    /// reconciler).
+    pub(crate) fn set_provider(&self, spec: &Arc<CredentialProvider>, v: ValidSource) -> bool {
+        let changed = {
+            let mut p = write(&self.providers);
+            let changed = p
+                .get(&spec.registry)
+                .is_none_or(|(s, old)| s != spec || old.hash != v.hash);
+            p.insert(spec.registry.clone(), (spec.clone(), v));
+            changed
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+        changed
+    }
+
+    pub(crate) fn forget_provider(&self, registry: &str) {
+        write(&self.providers).remove(registry);
     }
 
     pub(crate) fn accounts(&self) -> HashMap<Key, ServiceAccountInfo> {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ObjectMeta;
 use serde_json::json;
 
-use crate::config::{Config, Registry, SecretRef};
+use crate::config::{Config, Registry, SecretRef, Source};
 use crate::image;
 
 use super::source::{InvalidSource, ValidSource};
@@ -52,6 +52,9 @@ pub(crate) enum SourceState {
     Missing,
     Invalid(InvalidSource),
     Valid(ValidSource),
+    /// A credential provider that has not answered usably on this replica yet: nothing
+    /// is written, nothing deleted; its failures are reported by its refresher.
+    Pending,
 }
 
 /// `(namespace, name)`.
@@ -62,7 +65,7 @@ pub(crate) enum Action {
     Create {
         namespace: String,
         name: String,
-        source: SecretRef,
+        source: Source,
         /// The delivering entry's name, for logs and Events.
         registry: String,
     },
@@ -70,7 +73,7 @@ pub(crate) enum Action {
     Update {
         namespace: String,
         name: String,
-        source: SecretRef,
+        source: Source,
         registry: String,
         resource_version: Option<String>,
     },
@@ -78,7 +81,7 @@ pub(crate) enum Action {
     Recreate {
         namespace: String,
         name: String,
-        source: SecretRef,
+        source: Source,
         registry: String,
         resource_version: Option<String>,
         uid: Option<String>,
@@ -163,7 +166,9 @@ fn wants_copy(cfg: &Config, reg: &Registry, ns: &NamespaceInfo) -> bool {
         return false;
     };
     // The copy would be the source itself.
-    let is_source = src.namespace == ns.name && src.name == reg.secret;
+    let is_source = src
+        .secret()
+        .is_some_and(|s| s.namespace == ns.name && s.name == reg.secret);
     if ns.terminating || is_source || cfg.is_namespace_excluded(&ns.name) {
         return false;
     }
@@ -189,6 +194,16 @@ pub(crate) fn source_string(s: &SecretRef) -> String {
     format!("{}/{}", s.namespace, s.name)
 }
 
+/// The `pullsecret-injector.io/source` annotation of a copy: `namespace/name` of a
+/// Secret source, `credential-provider:<entry>` for a plugin (`:` is in no namespace
+/// name, so the two never collide).
+pub(crate) fn source_annotation(s: &Source) -> String {
+    match s {
+        Source::Secret(r) => source_string(r),
+        Source::CredentialProvider(p) => format!("credential-provider:{}", p.registry),
+    }
+}
+
 /// Desired copies versus existing secrets → actions.
 ///
 /// `existing` needs to hold only secrets whose name some entry uses, plus every secret
@@ -197,12 +212,19 @@ pub(crate) fn plan(
     cfg: &Config,
     namespaces: &[NamespaceInfo],
     existing: &HashMap<Key, ExistingSecret>,
-    sources: &HashMap<SecretRef, SourceState>,
+    sources: &HashMap<Source, SourceState>,
 ) -> Plan {
     let mut out = Plan::default();
     for reg in &cfg.registries {
-        let Some(src) = &reg.source else { continue };
-        match sources.get(src).unwrap_or(&SourceState::Missing) {
+        // Problems are about Secret sources; a credential provider's answer is checked
+        // (coverage included) before it becomes `Valid`, and its failures are reported
+        // by its refresher.
+        let Some(Source::Secret(src)) = &reg.source else {
+            continue;
+        };
+        let state = reg.source.as_ref().and_then(|s| sources.get(s));
+        match state.unwrap_or(&SourceState::Missing) {
+            SourceState::Pending => {}
             SourceState::Missing => out.problems.push(Problem::SourceMissing {
                 registry: reg.name.clone(),
                 source: src.clone(),
@@ -285,7 +307,7 @@ pub(crate) fn plan(
                     }),
                     Some(e)
                         if e.content_hash != v.hash
-                            || e.source.as_deref() != Some(source_string(src).as_str()) =>
+                            || e.source.as_deref() != Some(source_annotation(src).as_str()) =>
                     {
                         out.actions.push(Action::Update {
                             namespace,
@@ -453,14 +475,14 @@ pub(crate) fn stuck_pods(
 
 /// The managed copy of a validated source: our label, where it comes from, and the hash
 /// of the content it was made from.
-pub(crate) fn build_copy(namespace: &str, name: &str, src: &SecretRef, v: &ValidSource) -> Secret {
+pub(crate) fn build_copy(namespace: &str, name: &str, src: &Source, v: &ValidSource) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             labels: Some(crate::ownership::labels()),
             annotations: Some(BTreeMap::from([
-                (SOURCE_ANNOTATION.into(), source_string(src)),
+                (SOURCE_ANNOTATION.into(), source_annotation(src)),
                 (VERSION_ANNOTATION.into(), v.hash.clone()),
             ])),
             ..Default::default()
@@ -594,14 +616,18 @@ registries:
         SourceState::Valid(crate::sync::source::validate(&s).unwrap())
     }
 
-    fn r(ns: &str, name: &str) -> SecretRef {
+    fn r(ns: &str, name: &str) -> Source {
+        Source::Secret(sr(ns, name))
+    }
+
+    fn sr(ns: &str, name: &str) -> SecretRef {
         SecretRef {
             namespace: ns.into(),
             name: name.into(),
         }
     }
 
-    fn sources() -> HashMap<SecretRef, SourceState> {
+    fn sources() -> HashMap<Source, SourceState> {
         HashMap::from([
             (
                 r("creds", "tcr-src"),
@@ -637,8 +663,8 @@ registries:
         (a.into(), b.into())
     }
 
-    fn create(ns: &str, name: &str, src: SecretRef) -> Action {
-        let registry = match src.name.as_str() {
+    fn create(ns: &str, name: &str, src: Source) -> Action {
+        let registry = match src.secret().map_or("", |s| s.name.as_str()) {
             "tcr-src" => "tcr",
             "ghcr-pull" => "ghcr",
             other => other,
@@ -646,8 +672,8 @@ registries:
         Action::Create {
             namespace: ns.into(),
             name: name.into(),
-            source: src.clone(),
             registry: registry.into(),
+            source: src,
         }
     }
 
@@ -816,12 +842,12 @@ registries:
             vec![
                 Problem::SourceInvalid {
                     registry: "tcr".into(),
-                    source: r("creds", "tcr-src"),
+                    source: sr("creds", "tcr-src"),
                     reason: InvalidSource::NoRegistries(".dockerconfigjson")
                 },
                 Problem::SourceMissing {
                     registry: "ghcr".into(),
-                    source: r("creds", "ghcr-pull")
+                    source: sr("creds", "ghcr-pull")
                 },
             ]
         );
@@ -843,7 +869,7 @@ registries:
         assert_eq!(p.actions, vec![create("x", "s", r("c", "a"))]);
         assert!(p.problems.contains(&Problem::Uncovered {
             registry: "a".into(),
-            source: r("c", "a"),
+            source: sr("c", "a"),
             patterns: vec!["b.io".into()]
         }));
         assert!(p.problems.contains(&Problem::Clash {
@@ -1059,6 +1085,96 @@ registries:
         // the cache's summary of a fresh copy needs no update
         let (_, e) = crate::sync::cache::secret_info(&c).unwrap();
         assert_eq!(e.content_hash, v.hash);
+    }
+
+    #[test]
+    fn a_credential_provider_is_delivered_like_a_secret_and_waits_while_pending() {
+        let c = Config::parse(
+            r#"
+registries:
+  - name: ecr
+    match: ["1.dkr.ecr.eu-west-1.amazonaws.com"]
+    secret: ecr-pull
+    source: {credentialProvider: {command: /p, image: 1.dkr.ecr.eu-west-1.amazonaws.com/x}}
+  - name: ecr-shadow
+    match: ["2.dkr.ecr.eu-west-1.amazonaws.com"]
+    secret: ecr-pull
+    source: {credentialProvider: {command: /p, image: 2.dkr.ecr.eu-west-1.amazonaws.com/x}}
+"#,
+            "t.yaml",
+        )
+        .unwrap();
+        let src = c.registries[0].source.clone().unwrap();
+        let shadow = c.registries[1].source.clone().unwrap();
+        let nss = [ns("a", false), ns("b", false)];
+        // Not answered yet: nothing written, the existing copy is neither updated nor
+        // deleted, and no problem is reported (the refresher reports plugin failures).
+        let existing =
+            HashMap::from([(k("a", "ecr-pull"), copy("credential-provider:ecr", "old"))]);
+        let pending = HashMap::from([
+            (src.clone(), SourceState::Pending),
+            (shadow.clone(), SourceState::Pending),
+        ]);
+        let p = plan(&c, &nss, &existing, &pending);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.desired.len(), 2);
+        assert!(
+            p.problems
+                .iter()
+                .all(|x| matches!(x, Problem::Clash { .. })),
+            "{:?}",
+            p.problems
+        );
+        // Answered: created where missing, updated where the content differs, under the
+        // provider's annotation; the second entry wanting the same name clashes and loses.
+        let v = valid(TYPE_DOCKERCONFIGJSON, "1.dkr.ecr.eu-west-1.amazonaws.com");
+        let sources = HashMap::from([(src.clone(), v.clone()), (shadow, v.clone())]);
+        let p = plan(&c, &nss, &existing, &sources);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Update {
+                    namespace: "a".into(),
+                    name: "ecr-pull".into(),
+                    source: src.clone(),
+                    registry: "ecr".into(),
+                    resource_version: Some("7".into()),
+                },
+                Action::Create {
+                    namespace: "b".into(),
+                    name: "ecr-pull".into(),
+                    source: src.clone(),
+                    registry: "ecr".into(),
+                },
+            ]
+        );
+        assert_eq!(
+            p.problems
+                .iter()
+                .filter(|x| matches!(x, Problem::Clash { winner, .. } if winner == "ecr"))
+                .count(),
+            2
+        );
+        let SourceState::Valid(vs) = &v else {
+            unreachable!()
+        };
+        let copy_ = build_copy("b", "ecr-pull", &src, vs);
+        assert_eq!(
+            copy_.metadata.annotations.unwrap()[SOURCE_ANNOTATION],
+            "credential-provider:ecr"
+        );
+        // Up to date: nothing to do.
+        let existing = HashMap::from([
+            (
+                k("a", "ecr-pull"),
+                copy("credential-provider:ecr", &vs.hash),
+            ),
+            (
+                k("b", "ecr-pull"),
+                copy("credential-provider:ecr", &vs.hash),
+            ),
+        ]);
+        assert!(plan(&c, &nss, &existing, &sources).actions.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::desired::{self, NamespaceInfo};
 use super::error::{DeliveryError, EnsureError};
 use super::source;
 use super::writes::{Gate, Writer};
-use crate::config::Config;
+use crate::config::{Config, Source};
 
 pub(crate) async fn ensure(
     cache: &Cache,
@@ -49,7 +49,27 @@ pub(crate) async fn ensure(
         let Some((_, reg)) = desired::deliverer(cfg, &info, name) else {
             continue;
         };
-        let src = reg.source.as_ref().expect("a deliverer has a source");
+        let source = reg.source.as_ref().expect("a deliverer has a source");
+        let src = match source {
+            Source::Secret(r) => r,
+            Source::CredentialProvider(p) => {
+                // Only the sync leader runs plugins; a standby has nothing to copy and
+                // leaves the copy to the leader's reconciler (seconds away).
+                match cache.provider(p) {
+                    Some(v) => {
+                        if let Err(e) = writer
+                            .create_copy(Gate::Admission, ns, &reg.secret, source, &v, &reg.name)
+                            .await
+                        {
+                            errors.push(e.into());
+                        }
+                    }
+                    None => tracing::debug!(namespace = ns, secret = %name, registry = %reg.name,
+                        "no credentials from the credential provider on this replica; the sync leader creates the copy"),
+                }
+                continue;
+            }
+        };
         let secret = match cache.source(src) {
             Some(Some(s)) => s,
             Some(None) => {
@@ -79,7 +99,7 @@ pub(crate) async fn ensure(
             }
         };
         if let Err(e) = writer
-            .create_copy(Gate::Admission, ns, &reg.secret, src, &v, &reg.name)
+            .create_copy(Gate::Admission, ns, &reg.secret, source, &v, &reg.name)
             .await
         {
             errors.push(e.into());
@@ -138,7 +158,7 @@ registries:
         let metrics = Arc::new(Metrics::new());
         let cache = Arc::new(Cache::default());
         fill(&cache);
-        let (reporter, events) = Reporter::new(metrics.clone());
+        let (reporter, events) = Reporter::new(metrics.clone(), Default::default());
         let reporter = Arc::new(reporter);
         let writer = Writer::new(client, metrics.clone(), reporter.clone());
         let cfg = Config::parse(CFG, "t").unwrap();

@@ -135,6 +135,14 @@ impl Leadership {
     }
 }
 
+#[cfg(test)]
+impl Leadership {
+    /// As an election round that took (`true`) or lost (`false`) the Lease just now.
+    pub(crate) fn set_for_test(&self, held: bool) {
+        self.round(Instant::now(), held);
+    }
+}
+
 /// The parts of a Lease record whose change proves its holder is alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {

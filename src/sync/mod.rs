@@ -4,6 +4,8 @@
 //! One job per file:
 //! - `desired` decides, purely: the plan, who delivers which secret where, conversions;
 //! - `source` validates a source secret;
+//! - `credential_provider` runs kubelet credential provider plugins (on the leader) and
+//!   turns their answers into sources like any other;
 //! - `cache` holds what the watches saw and answers the webhook;
 //! - `lease` elects the one writer;
 //! - `reconcile` runs the plan on the Lease holder, through `writes` (every request,
@@ -13,6 +15,7 @@
 //! - `run` wires and supervises the tasks; `error` holds the boundary errors.
 
 mod cache;
+mod credential_provider;
 mod desired;
 mod ensure;
 mod error;

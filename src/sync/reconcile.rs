@@ -171,7 +171,7 @@ impl Reconciler {
         &self,
         gate: Gate<'_>,
         a: &Action,
-        sources: &std::collections::HashMap<crate::config::SecretRef, desired::SourceState>,
+        sources: &std::collections::HashMap<crate::config::Source, desired::SourceState>,
     ) -> Result<(), WriteError> {
         let valid = |src| match sources.get(src) {
             Some(desired::SourceState::Valid(v)) => Some(v),

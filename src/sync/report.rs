@@ -15,8 +15,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::desired::{Key, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Problem, source_string};
-use crate::config::SecretRef;
+use super::desired::{
+    Key, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Problem, source_annotation, source_string,
+};
+use crate::config::{SecretRef, Source};
 use crate::metrics::Metrics;
 
 /// How long an unowned secret found by a failed create is remembered, so each reconcile
@@ -35,6 +37,9 @@ pub(crate) struct Reporter {
     metrics: Arc<Metrics>,
     events: mpsc::Sender<Queued>,
     state: Mutex<State>,
+    /// This replica's own Pod: what Events about a credential provider regard, since a
+    /// plugin has no object of its own (`kubectl describe pod` on the leader shows them).
+    own_pod: ObjectReference,
 }
 
 #[derive(Default)]
@@ -42,6 +47,10 @@ struct State {
     /// Report key → message last reported.
     reported: HashMap<String, String>,
     foreign: HashMap<Key, Instant>,
+    /// Credential-provider entry → the kind of its current failure. Kept apart from
+    /// `reported`, which each reconcile pass prunes: a plugin's failures are not the
+    /// planner's, and one Event per kind of failure is enough while it lasts.
+    provider_failing: HashMap<String, &'static str>,
     /// Events dropped on a full queue since the last warning, and when that was.
     dropped: u64,
     warned_drop: Option<Instant>,
@@ -76,13 +85,17 @@ fn secret_ref(r: &SecretRef) -> ObjectReference {
 }
 
 impl Reporter {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> (Reporter, mpsc::Receiver<Queued>) {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        own_pod: ObjectReference,
+    ) -> (Reporter, mpsc::Receiver<Queued>) {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         (
             Reporter {
                 metrics,
                 events,
                 state: Mutex::new(State::default()),
+                own_pod,
             },
             rx,
         )
@@ -228,11 +241,61 @@ impl Reporter {
         }
     }
 
-    pub(crate) fn copied(&self, ns: &str, name: &str, src: &SecretRef, registry: &str) {
-        tracing::info!(namespace = ns, secret = name, source = %source_string(src), registry, "created pull secret copy");
+    /// A credential provider run that gave no usable credentials: logged every time,
+    /// an Event when the kind of failure is new. `kept` says whether the copies still
+    /// hold earlier credentials from it.
+    pub(crate) fn provider_failed(
+        &self,
+        registry: &str,
+        kind: &'static str,
+        error: &str,
+        kept: bool,
+    ) {
+        let consequence = if kept {
+            "the copies keep the last good credentials"
+        } else {
+            "no copies written yet"
+        };
+        let msg = format!(
+            "credential provider of registry entry {registry:?} failed ({kind}): {error}; {consequence}; retrying with backoff"
+        );
+        tracing::warn!(registry, reason = kind, "{msg}");
+        let new = self
+            .lock()
+            .provider_failing
+            .insert(registry.to_string(), kind)
+            != Some(kind);
+        if new {
+            self.event(
+                self.own_pod.clone(),
+                EventType::Warning,
+                "CredentialProviderFailed",
+                msg,
+            );
+        }
+    }
+
+    /// A credential provider answered usably: a failure it had is over.
+    pub(crate) fn provider_recovered(&self, registry: &str) {
+        if self.lock().provider_failing.remove(registry).is_some() {
+            let msg = format!(
+                "credential provider of registry entry {registry:?} answered again; copies refreshed"
+            );
+            tracing::info!(registry, "{msg}");
+            self.event(
+                self.own_pod.clone(),
+                EventType::Normal,
+                "CredentialProviderRecovered",
+                msg,
+            );
+        }
+    }
+
+    pub(crate) fn copied(&self, ns: &str, name: &str, src: &Source, registry: &str) {
+        tracing::info!(namespace = ns, secret = name, source = %source_annotation(src), registry, "created pull secret copy");
         let note = format!(
             "created pull secret {name} from {} for registry entry {registry:?}",
-            source_string(src)
+            source_annotation(src)
         );
         self.event(
             Self::copy_ref(ns, name),

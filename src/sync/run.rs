@@ -4,8 +4,9 @@
 //! turns into a non-zero exit. Nothing is spawned detached.
 //!
 //! Tasks: the namespace watch, one secret watch per pull-secret type, the config
-//! follower (which owns the per-source watches and the ServiceAccount watch, started and
-//! stopped as the config changes), the election, the reconciler and the Event publisher.
+//! follower (which owns the per-source watches, the credential-provider refreshers and
+//! the ServiceAccount watch, started and stopped as the config changes), the election,
+//! the reconciler and the Event publisher.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::cache::{Cache, WATCHED_TYPES};
+use super::credential_provider::{self, Refresher};
 use super::desired::source_string;
 use super::ensure;
 use super::error::{EnsureError, SyncError};
@@ -32,7 +34,7 @@ use super::report::{self, Reporter};
 use super::writes::Writer;
 use crate::admission::NamespaceFacts;
 use crate::cluster::{BoxFuture, Cluster};
-use crate::config::{Config, SecretRef};
+use crate::config::{Config, CredentialProvider, SecretRef, Source};
 use crate::metrics::Metrics;
 
 /// The webhook's view of the cluster, backed by the caches.
@@ -172,7 +174,14 @@ pub(crate) async fn start(
         return Err(SyncError::NoIdentity);
     }
     let cache = Arc::new(Cache::default());
-    let (reporter, events) = Reporter::new(metrics.clone());
+    let own_pod = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(release_namespace.clone()),
+        name: Some(identity.clone()),
+        ..Default::default()
+    };
+    let (reporter, events) = Reporter::new(metrics.clone(), own_pod);
     let reporter = Arc::new(reporter);
     let writer = Arc::new(Writer::new(
         client.clone(),
@@ -225,9 +234,14 @@ pub(crate) async fn start(
     tasks.spawn(
         "config follower",
         follow_config(
-            client.clone(),
-            cache.clone(),
-            config.clone(),
+            Follower {
+                client: client.clone(),
+                cache: cache.clone(),
+                config: config.clone(),
+                leadership: leadership.clone(),
+                reporter: reporter.clone(),
+                metrics: metrics.clone(),
+            },
             config_changed.clone(),
         ),
     );
@@ -342,25 +356,72 @@ fn source_watch_name(r: &SecretRef) -> String {
     format!("source {}", source_string(r))
 }
 
-/// Keeps one watch per configured source (started and stopped as the config changes),
-/// and starts the ServiceAccount watch the first time any entry names service accounts
-/// (so clusters not using the option need no RBAC for it). Ends only if one of its own
-/// watches ends, which the supervisor treats as a fault.
-async fn follow_config(
+/// What the config follower starts its tasks with.
+struct Follower {
     client: Client,
     cache: Arc<Cache>,
     config: Arc<ArcSwap<Config>>,
-    mut changed: watch::Receiver<u64>,
-) {
+    leadership: super::lease::Leadership,
+    reporter: Arc<Reporter>,
+    metrics: Arc<Metrics>,
+}
+
+/// Keeps one watch per configured Secret source and one refresher per credential
+/// provider (started and stopped as the config changes; a changed plugin config is a
+/// new refresher), and starts the ServiceAccount watch the first time any entry names
+/// service accounts (so clusters not using the option need no RBAC for it). Ends only if
+/// one of its own tasks ends, which the supervisor treats as a fault.
+async fn follow_config(f: Follower, mut changed: watch::Receiver<u64>) {
+    let Follower {
+        client,
+        cache,
+        config,
+        leadership,
+        reporter,
+        metrics,
+    } = f;
     let mut watches: JoinSet<()> = JoinSet::new();
     let mut sources: HashMap<SecretRef, AbortHandle> = HashMap::new();
+    let mut providers: HashMap<Arc<CredentialProvider>, AbortHandle> = HashMap::new();
     let mut config_open = true;
     loop {
         let cfg = config.load_full();
+        let wanted_providers: HashSet<Arc<CredentialProvider>> = cfg
+            .registries
+            .iter()
+            .filter_map(|r| match &r.source {
+                Some(Source::CredentialProvider(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        providers.retain(|p, h| {
+            let keep = wanted_providers.contains(p);
+            if !keep {
+                h.abort();
+                cache.forget_provider(&p.registry);
+                credential_provider::forget_metrics(&metrics, &p.registry);
+            }
+            keep
+        });
+        for p in wanted_providers {
+            if providers.contains_key(&p) {
+                continue;
+            }
+            let refresher = Refresher {
+                spec: p.clone(),
+                client: client.clone(),
+                config: config.clone(),
+                cache: cache.clone(),
+                leadership: leadership.clone(),
+                reporter: reporter.clone(),
+                metrics: metrics.clone(),
+            };
+            providers.insert(p, watches.spawn(refresher.run()));
+        }
         let wanted: HashSet<SecretRef> = cfg
             .registries
             .iter()
-            .filter_map(|r| r.source.clone())
+            .filter_map(|r| r.source.as_ref()?.secret().cloned())
             .collect();
         sources.retain(|r, h| {
             let keep = wanted.contains(r);
@@ -427,9 +488,9 @@ async fn follow_config(
                 }
                 Some(done) = watches.join_next() => match done {
                     Err(e) if e.is_cancelled() => {}
-                    // Its own watch ended: end too, so the supervisor sees it.
+                    // Its own task ended: end too, so the supervisor sees it.
                     _ => {
-                        tracing::error!("a source or serviceaccount watch ended");
+                        tracing::error!("a source watch, credential provider refresher or serviceaccount watch ended");
                         return;
                     }
                 },

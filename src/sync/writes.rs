@@ -20,12 +20,12 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::Status;
 use kube::{Api, Client};
 
-use super::desired::{self, Key, SaPatch, source_string};
+use super::desired::{self, Key, SaPatch, source_annotation, source_string};
 use super::error::{WriteError, is};
 use super::lease::Leadership;
 use super::report::Reporter;
 use super::source::ValidSource;
-use crate::config::SecretRef;
+use crate::config::{SecretRef, Source};
 use crate::metrics::{ActionLabels, Metrics, VerbLabels};
 
 /// Reads the controller makes outside leadership (the admission path, `terminating`) are
@@ -127,7 +127,7 @@ impl Writer {
         gate: Gate<'_>,
         ns: &str,
         name: &str,
-        src: &SecretRef,
+        src: &Source,
         v: &ValidSource,
         registry: &str,
     ) -> Result<Created, WriteError> {
@@ -183,7 +183,7 @@ impl Writer {
         &self,
         gate: Gate<'_>,
         key: &Key,
-        src: &SecretRef,
+        src: &Source,
         v: &ValidSource,
         resource_version: &Option<String>,
     ) -> Result<(), WriteError> {
@@ -198,7 +198,7 @@ impl Writer {
         {
             Ok(_) => {
                 self.counted("updated");
-                tracing::info!(namespace = %ns, secret = %name, source = %source_string(src), "updated pull secret copy");
+                tracing::info!(namespace = %ns, secret = %name, source = %source_annotation(src), "updated pull secret copy");
                 Ok(())
             }
             Err(e) if api_is(&e, Status::is_not_found) => Ok(()),

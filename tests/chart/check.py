@@ -588,6 +588,8 @@ def readme_rbac(readme: str) -> list[dict[str, Any]]:
                 req.add("serviceAccounts")
             if "`repairStuckPods`" in when:
                 req.add("repair")
+            if "`serviceAccountToken`" in when:
+                req.add("token")
             if "`certs.mode: self`" in when:
                 req.add("self")
             if "`policy`" in when:
@@ -977,8 +979,15 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
     def readme_rbac_matches() -> None:
         rows = readme_rbac(readme)
         sa_reg = {"name": "sa", "match": ["sa.example.com"], "secret": "sa", "serviceAccounts": ["default"]}
+        token_reg = {"name": "tok", "match": ["1.dkr.ecr.eu-west-1.amazonaws.com"], "secret": "tok",
+                     "source": {"credentialProvider": {
+                         "command": "/p", "image": "1.dkr.ecr.eu-west-1.amazonaws.com/x",
+                         "serviceAccountToken": {"namespace": "ns", "name": "puller", "audience": "sts"}}}}
         cases = [
             ("default", {}, {"access", "sync"}),
+            ("serviceAccountToken", {"registries": [token_reg]}, {"access", "sync", "token"}),
+            ("serviceAccountToken, sync off", {"registries": [token_reg], "sync": {"enabled": False}},
+             {"access"}),
             ("serviceAccounts", {"registries": [sa_reg]}, {"access", "sync", "serviceAccounts"}),
             ("repairStuckPods", {"repairStuckPods": True}, {"access", "sync", "repair"}),
             ("sync off", {"sync": {"enabled": False}, "repairStuckPods": True, "registries": [sa_reg]},
@@ -1000,6 +1009,17 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
         expect(not problems, "; ".join(problems))
     h.check("item 9: README RBAC table = the chart's rules, per feature", readme_rbac_matches)
 
+    def token_rbac_names() -> None:
+        reg = lambda n, sa: {"name": n, "match": [f"{n}.dkr.ecr.eu-west-1.amazonaws.com"], "secret": n,
+                             "source": {"credentialProvider": {
+                                 "command": "/p", "image": f"{n}.dkr.ecr.eu-west-1.amazonaws.com/x",
+                                 "serviceAccountToken": {"namespace": "ns", "name": sa, "audience": "a"}}}}
+        r = h.render({"registries": [reg("1", "b"), reg("2", "a"), reg("3", "b")]})
+        rules = [x for x in r.one("ClusterRole", FULLNAME)["rules"] if "serviceaccounts/token" in x["resources"]]
+        expect(rules == [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["a", "b"],
+                          "verbs": ["create"]}], f"token rule {rules}")
+    h.check("credential providers: serviceaccounts/token only for the configured names", token_rbac_names)
+
     def readme_values() -> None:
         sec = readme_section(readme, "Values reference", "\n## ")
         rows = {r[0].strip("`"): r[1] for r in md_table(sec) if r and r[0].startswith("`")}
@@ -1018,6 +1038,44 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
                 problems.append(f"{k}: README default {m.group(1)!r} != values.yaml {leaves[k]!r}")
         expect(not problems, "; ".join(problems))
     h.check("item 9 / docs: README values reference lists every value with its default", readme_values)
+
+    def credential_provider_mounts() -> None:
+        r0 = h.render({})
+        spec = r0.deployment()["spec"]["template"]["spec"]
+        expect("initContainers" not in spec and all(v["name"] != "credential-providers" for v in spec["volumes"]),
+               "no plugin mount by default")
+        r = h.render({"credentialProviders": {"image": {"repository": "reg.example/plugins", "tag": "1"}}})
+        h.k8s_validate(r)
+        spec = r.deployment()["spec"]["template"]["spec"]
+        (init,) = spec["initContainers"]
+        expect(init["image"] == "reg.example/plugins:1", f"init image {init['image']}")
+        expect(init["command"] == ["cp", "-R", "/plugins/.", "/credential-providers"], f"command {init['command']}")
+        expect(init["securityContext"] == r.container()["securityContext"],
+               "the init container runs with the server's security context")
+        expect(init["volumeMounts"] == [{"name": "credential-providers", "mountPath": "/credential-providers"}],
+               f"init mounts {init['volumeMounts']}")
+        mount = next(m for m in r.container()["volumeMounts"] if m["name"] == "credential-providers")
+        expect(mount == {"name": "credential-providers", "mountPath": "/credential-providers", "readOnly": True},
+               f"server mount {mount}")
+        vol = next(v for v in spec["volumes"] if v["name"] == "credential-providers")
+        expect(set(vol) == {"name", "emptyDir"}, f"volume {vol}")
+        r = h.render({"credentialProviders": {"hostPath": "/usr/libexec/kubernetes/kubelet-plugins/credential-provider",
+                                              "mountPath": "/plugins", "command": ["x"]}})
+        h.k8s_validate(r)
+        spec = r.deployment()["spec"]["template"]["spec"]
+        expect("initContainers" not in spec, "no init container for hostPath")
+        vol = next(v for v in spec["volumes"] if v["name"] == "credential-providers")
+        expect(vol["hostPath"] == {"path": "/usr/libexec/kubernetes/kubelet-plugins/credential-provider",
+                                   "type": "Directory"}, f"volume {vol}")
+        mount = next(m for m in r.container()["volumeMounts"] if m["name"] == "credential-providers")
+        expect(mount["readOnly"] is True and mount["mountPath"] == "/plugins", f"server mount {mount}")
+        e = h.render_error({"credentialProviders": {"hostPath": "/x", "image": {"repository": "r"}}})
+        expect("not both" in e, e)
+        e = h.render_error({"credentialProviders": {"mountPath": "relative"}})
+        expect("mountPath" in e, e)
+        expect(rendered_rbac(r) == rendered_rbac(r0), "plugins need no RBAC")
+    h.check("credential providers: plugins mounted read-only from an init container's copy or a hostPath",
+            credential_provider_mounts)
 
     def readme_uninstall() -> None:
         sec = readme_section(readme, "**Uninstall.**", "Left behind")
@@ -1096,6 +1154,9 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
         one(lambda e: "sync_reconciles_total" in e and 'result="failure"' in e, "reconcile failures")
         one(lambda e: "tls_certificate_expiry_timestamp_seconds" in e and "time()" in e,
             "certificate near expiry")
+        one(lambda e: "credential_provider_expiry_timestamp_seconds" in e
+            and "credential_provider_next_refresh_timestamp_seconds" in e and "time()" in e,
+            "credential-provider credentials expiring before the next successful refresh")
         lat = next(e for e in alerts.values() if "histogram_quantile(0.99" in e)
         expect(lat.split(">")[-1].strip() == "4", f"latency threshold 0.8 x 5 s = 4: {lat}")
         leader = next(n for n, e in alerts.items() if "sync_leader" in e)
@@ -1109,7 +1170,8 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
         expect(not unknown, f"alerts use metrics the binary does not export: {unknown}")
         r = h.render({"monitoring": {"prometheusRule": {"enabled": True}}, "sync": {"enabled": False}})
         names = [x["alert"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]]
-        expect(not any("Sync" in n or "Reconcile" in n for n in names), f"no sync alerts without sync: {names}")
+        expect(not any("Sync" in n or "Reconcile" in n or "Credential" in n for n in names),
+               f"no sync alerts without sync: {names}")
         r = h.render({"monitoring": {"prometheusRule": {"enabled": True, "latencySeconds": 0.25}},
                       "webhook": {"timeoutSeconds": 1}})
         e = next(x["expr"] for g in r.one("PrometheusRule", FULLNAME)["spec"]["groups"] for x in g["rules"]

@@ -130,6 +130,21 @@ when host is empty, "[IPv6]:PORT", or "HOST:PORT". Input: dict host port.
 {{- end }}
 
 {{/* True ("true") when some registry lists serviceAccounts. */}}
+{{/*
+The ServiceAccounts whose tokens credential providers get
+(registries[].source.credentialProvider.serviceAccountToken.name), sorted and
+unique, as a JSON list; [] when none.
+*/}}
+{{- define "psi.tokenServiceAccounts" -}}
+{{- $names := list }}
+{{- range .Values.registries }}
+{{- with (((.source | default dict).credentialProvider | default dict).serviceAccountToken) }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
 {{- define "psi.needsServiceAccountPatch" -}}
 {{- $need := false }}
 {{- range .Values.registries }}
