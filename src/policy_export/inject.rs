@@ -62,8 +62,9 @@ pub(crate) fn rule(ops: &[&str], resources: &[&str]) -> ar::NamedRuleWithOperati
     }
 }
 
-/// The names of the pod's pull secrets, and each entry's secret and name by index.
-fn entry_vars(cfg: &Config, v: &mut Vars) {
+/// The names of the pod's pull secrets, and each entry's secret and name by index
+/// (the warnings of both endpoints name them).
+pub(crate) fn entry_vars(cfg: &Config, v: &mut Vars) {
     v.push((
         "existing".into(),
         "has(object.spec.imagePullSecrets) ? \

@@ -144,20 +144,7 @@ fn offence_vars(rules: &Rules, v: &mut sites::Vars) {
 
 fn base_vars(cfg: &Config, rules: &Rules) -> sites::Vars {
     let mut v = sites::prelude(cfg, Which::Validate);
-    v.push((
-        "existing".into(),
-        "has(object.spec.imagePullSecrets) ? \
-         object.spec.imagePullSecrets.map(s, has(s.name) ? s.name : '') : []"
-            .into(),
-    ));
-    v.push((
-        "secrets".into(),
-        cel::list(cfg.registries.iter().map(|r| r.secret.as_str())),
-    ));
-    v.push((
-        "entryNames".into(),
-        cel::list(cfg.registries.iter().map(|r| r.name.as_str())),
-    ));
+    inject::entry_vars(cfg, &mut v);
     offence_vars(rules, &mut v);
     v
 }
