@@ -87,6 +87,17 @@ struct RawConfig {
     repair_stuck_pods: bool,
     #[serde(default)]
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    audit: Option<S<RawAudit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAudit {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    max_results_per_report: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -338,14 +349,21 @@ pub struct Policy {
 impl Policy {
     /// The rules for a namespace, or `None` when it is exempt.
     pub fn rules_for(&self, namespace: &str) -> Option<&Rules> {
+        self.which_rules(namespace).map(|(_, r)| r)
+    }
+
+    /// The rules for a namespace with where they come from: `None` for the global rules,
+    /// `Some(i)` for `overrides[i]` (the first whose globs hold the namespace). `None`
+    /// overall when the namespace is exempt.
+    pub fn which_rules(&self, namespace: &str) -> Option<(Option<usize>, &Rules)> {
         if self.exempt_namespaces.iter().any(|g| glob(g, namespace)) {
             return None;
         }
         Some(
             self.overrides
                 .iter()
-                .find(|(globs, _)| globs.iter().any(|g| glob(g, namespace)))
-                .map_or(&self.global, |(_, r)| r),
+                .position(|(globs, _)| globs.iter().any(|g| glob(g, namespace)))
+                .map_or((None, &self.global), |i| (Some(i), &self.overrides[i].1)),
         )
     }
 }
@@ -360,6 +378,30 @@ pub struct Config {
     pub(crate) inject_only_if_present: bool,
     pub(crate) repair_stuck_pods: bool,
     pub(crate) policy: Option<Policy>,
+    pub(crate) audit: Audit,
+}
+
+/// The background audit of running Pods (`audit:`), run by the controller's leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub(crate) enabled: bool,
+    /// Results kept in one namespace's report; the summary still counts them all.
+    pub(crate) max_results_per_report: usize,
+}
+
+/// Default `audit.maxResultsPerReport`: a report of 100 results is about 60 KiB.
+pub(crate) const AUDIT_MAX_RESULTS_DEFAULT: usize = 100;
+/// Upper bound of `audit.maxResultsPerReport`: etcd's default request limit is 1.5 MiB, and a
+/// result with its message is at most about 1.2 KiB.
+pub(crate) const AUDIT_MAX_RESULTS_LIMIT: usize = 1000;
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            enabled: false,
+            max_results_per_report: AUDIT_MAX_RESULTS_DEFAULT,
+        }
+    }
 }
 
 impl Config {
@@ -544,6 +586,12 @@ impl Compiler<'_> {
             None => Vec::new(),
         };
         let policy = raw.policy.as_ref().map(|p| self.policy(p)).transpose()?;
+        let audit = raw
+            .audit
+            .as_ref()
+            .map(|a| self.audit(a))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Config {
             registries,
             matcher,
@@ -552,6 +600,29 @@ impl Compiler<'_> {
             inject_only_if_present: raw.inject_only_if_present,
             repair_stuck_pods: raw.repair_stuck_pods,
             policy,
+            audit,
+        })
+    }
+
+    fn audit(&self, a: &S<RawAudit>) -> Result<Audit, ConfigError> {
+        let max = match &a.value.max_results_per_report {
+            None => AUDIT_MAX_RESULTS_DEFAULT,
+            Some(m) => usize::try_from(m.value)
+                .ok()
+                .filter(|n| (1..=AUDIT_MAX_RESULTS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    self.err(
+                        m,
+                        format!(
+                            "audit.maxResultsPerReport: {} is out of range 1..={AUDIT_MAX_RESULTS_LIMIT}",
+                            m.value
+                        ),
+                    )
+                })?,
+        };
+        Ok(Audit {
+            enabled: a.value.enabled,
+            max_results_per_report: max,
         })
     }
 

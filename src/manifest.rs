@@ -418,7 +418,7 @@ impl Evaluator<'_> {
                 .iter()
                 .find(|d| d.kind == site.kind && d.index == site.index);
             for o in offences {
-                let rule = rule_of(&o.long);
+                let rule = o.rule.as_str();
                 let mut message = o.long;
                 // Say where the policy came from: the user wrote none, the API server
                 // would fill it in.
@@ -440,21 +440,6 @@ impl Evaluator<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// Which rule an offence of `validate` breaks, read from its (test-pinned) wording.
-fn rule_of(long: &str) -> &'static str {
-    if long.contains("is denied by policy.deny") {
-        "deny"
-    } else if long.contains("is not in policy.allow") {
-        "allow"
-    } else if long.contains("(policy.requireAlwaysPull:") {
-        "requireAlwaysPull"
-    } else if long.contains("is not a valid image reference") {
-        "invalidImage"
-    } else {
-        "other"
     }
 }
 

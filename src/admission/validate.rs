@@ -11,9 +11,42 @@ use super::text;
 use crate::config::{Config, PolicyMode, PullScope, Rules};
 use crate::image;
 
+/// Which rule an offence breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// The object under review could not be read as a pod.
+    UnreadablePod,
+    InvalidImage,
+    Deny,
+    Allow,
+    RequireAlwaysPull,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 5] = [
+        Rule::UnreadablePod,
+        Rule::InvalidImage,
+        Rule::Deny,
+        Rule::Allow,
+        Rule::RequireAlwaysPull,
+    ];
+
+    /// The rule's name in reports and metrics: the config field it comes from.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::UnreadablePod => "unreadablePod",
+            Rule::InvalidImage => "invalidImage",
+            Rule::Deny => "deny",
+            Rule::Allow => "allow",
+            Rule::RequireAlwaysPull => "requireAlwaysPull",
+        }
+    }
+}
+
 /// One breach of the rules, with a full message (deny, audit) and a short one (warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offence {
+    pub rule: Rule,
     pub long: String,
     pub short: String,
 }
@@ -37,6 +70,7 @@ fn judge_site(
             // The parser's detail can quote the offending part of the image.
             let why = text::clip(&e.to_string(), text::FIELD_MAX);
             out.push(Offence {
+                rule: Rule::InvalidImage,
                 long: format!("{who} image {quoted} is not a valid image reference: {why}"),
                 short: format!("{who}: invalid image {quoted}"),
             });
@@ -47,6 +81,7 @@ fn judge_site(
     if let Some((p, _)) = rules.deny.first_match(&img) {
         let pattern = p.as_str();
         out.push(Offence {
+            rule: Rule::Deny,
             long: format!(
                 "{who} image {quoted} (registry {registry}) is denied by policy.deny pattern {}",
                 text::quote(pattern)
@@ -57,6 +92,7 @@ fn judge_site(
         && allow.first_match(&img).is_none()
     {
         out.push(Offence {
+            rule: Rule::Allow,
             long: format!("{who} image {quoted} (registry {registry}) is not in policy.allow"),
             short: format!("{who}: {} not in policy.allow", bare()),
         });
@@ -79,6 +115,7 @@ fn judge_site(
             "private"
         };
         out.push(Offence {
+            rule: Rule::RequireAlwaysPull,
             long: format!(
                 "{who} image {quoted} (registry {registry}) must have {field} Always (policy.requireAlwaysPull: {scope}), has {}",
                 text::quote(policy)
@@ -114,6 +151,7 @@ pub fn offences(
             // The parser's detail can quote the object.
             let why = text::clip(&e.to_string(), text::FIELD_MAX);
             let o = Offence {
+                rule: Rule::UnreadablePod,
                 long: format!("the pod could not be read: {why}"),
                 short: format!("unreadable pod: {why}"),
             };
@@ -139,11 +177,59 @@ pub fn offences(
         }
         _ => Vec::new(),
     };
-    let mut out = Vec::new();
-    for site in &sites {
-        judge_site(site, rules, cfg, &ns, facts, &mut out);
-    }
+    let out = judge_sites(&sites, rules, cfg, &ns, facts)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
     (Some(rules.mode), out, notes)
+}
+
+/// Each site's offences, in site order, tagged with the site's position in `sites`.
+fn judge_sites(
+    sites: &[Site],
+    rules: &Rules,
+    cfg: &Config,
+    ns: &str,
+    facts: &NamespaceFacts,
+) -> Vec<(usize, Offence)> {
+    let mut out = Vec::new();
+    let mut one = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        judge_site(site, rules, cfg, ns, facts, &mut one);
+        out.extend(one.drain(..).map(|o| (i, o)));
+    }
+    out
+}
+
+/// An existing pod as `/validate` judges it on CREATE: every site, the rules of its
+/// namespace (overrides and exemptions included). The background audit's verdict.
+#[derive(Debug, Clone)]
+pub struct Judged<'p> {
+    pub mode: PolicyMode,
+    /// `None` for the global rules, `Some(i)` for `policy.overrides[i]`.
+    pub override_index: Option<usize>,
+    /// Each offence with the site it was found at.
+    pub offences: Vec<(Site<'p>, Offence)>,
+}
+
+/// `None` when no rules apply in `ns` (no `policy`, or an exempt namespace).
+pub fn judge_existing<'p>(
+    pod: &'p PodDoc,
+    ns: &str,
+    cfg: &Config,
+    facts: &NamespaceFacts,
+) -> Option<Judged<'p>> {
+    let (override_index, rules) = cfg.policy.as_ref()?.which_rules(ns)?;
+    let sites = pod.sites();
+    let found = judge_sites(&sites, rules, cfg, ns, facts);
+    Some(Judged {
+        mode: rules.mode,
+        override_index,
+        offences: found
+            .into_iter()
+            .map(|(i, o)| (sites[i].clone(), o))
+            .collect(),
+    })
 }
 
 /// The denial message or audit annotation: the first offences in full, the rest counted,
