@@ -49,6 +49,10 @@ pub enum Command {
     /// Print the config as MutatingAdmissionPolicy and ValidatingAdmissionPolicy objects
     /// (with bindings) that do what the webhook does, with no webhook (Kubernetes 1.36+).
     ExportPolicies(crate::policy_export::ExportArgs),
+    /// Judge the running Pods of a cluster against the config's registry rules, as the
+    /// controller's background audit does; prints them and writes nothing. Exits 1 if a
+    /// Pod breaks an `enforce` or `audit` rule.
+    Audit(crate::audit::AuditArgs),
     /// Generate a CA and a serving certificate for the webhook Service; prints the caBundle.
     Certs(CertsArgs),
 }
@@ -233,6 +237,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Verify(args) => offline::verify(&args),
         Command::Test(args) => offline::test(&args),
         Command::ExportPolicies(args) => crate::policy_export::run(&args),
+        Command::Audit(args) => crate::audit::audit(&args).await,
         Command::Certs(CertsArgs {
             out_dir,
             service,
@@ -483,8 +488,8 @@ fn parse_duration(s: &str) -> Result<time::Duration, String> {
 /// The cluster client. An explicit `--kubeconfig` that cannot be read, parsed or used is
 /// an error (the user asked for that cluster); without one, the in-cluster or default
 /// kubeconfig is tried and its absence means "no cluster access".
-async fn connect_cluster(args: &ServeArgs) -> Result<Option<kube::Client>> {
-    let Some(path) = &args.kubeconfig else {
+pub(crate) async fn connect_cluster(kubeconfig: Option<&Path>) -> Result<Option<kube::Client>> {
+    let Some(path) = kubeconfig else {
         return Ok(match kube::Config::infer().await {
             Ok(c) => kube::Client::try_from(c).ok(),
             Err(e) => {
@@ -546,7 +551,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     };
     let resolver = match &args.managed_certs {
         Some(secret) => {
-            let client = connect_cluster(&args)
+            let client = connect_cluster(args.kubeconfig.as_deref())
                 .await?
                 .context("--managed-certs needs cluster access (in-cluster or --kubeconfig)")?;
             let mut names =
@@ -587,7 +592,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         // kubeconfig happens to point at just because they tried the quick start.
         tracing::info!("embedded example config: secret sync disabled (pass --config to enable)");
     } else {
-        match connect_cluster(&args).await? {
+        match connect_cluster(args.kubeconfig.as_deref()).await? {
             Some(client) => {
                 sync = Some(
                     start_sync(&args, client, config.clone(), config_rx, metrics.clone()).await?,

@@ -6,6 +6,7 @@
 //! Nothing below `admission` does I/O.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

@@ -80,6 +80,27 @@ pub struct Metrics {
     /// When the plugin runs next (after a success or a failure's backoff).
     pub provider_next_refresh: Family<RegistryLabels, Gauge>,
     pub provider_failures: Family<ProviderFailureLabels, Counter>,
+    /// Offences the last audit found in running pods, by namespace and rule; at most
+    /// [`AUDIT_NAMESPACE_LABELS`] namespaces by name, the rest summed as `_other`.
+    pub audit_offences: Family<AuditLabels, Gauge>,
+    /// Pods the last audit judged.
+    pub audit_pods: Gauge,
+    /// How long the last audit took (judging and writing its reports).
+    pub audit_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// When the last audit finished, in seconds since the epoch.
+    pub audit_last_run: Gauge,
+    /// Requests the audit sent to the API server, by verb (the Pod watch excluded).
+    pub audit_api_requests: Family<VerbLabels, Counter>,
+}
+
+/// Namespaces named in `audit_offences` labels; beyond them, `_other`.
+pub const AUDIT_NAMESPACE_LABELS: usize = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub namespace: String,
+    /// `deny`, `allow`, `requireAlwaysPull`, `invalidImage`, `unreadablePod`.
+    pub rule: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -222,8 +243,43 @@ impl Metrics {
             "Credential provider runs that gave no usable credentials, by entry and reason",
             provider_failures.clone(),
         );
+        let audit_offences = Family::<AuditLabels, Gauge>::default();
+        registry.register(
+            "audit_offences",
+            "Registry-rule offences of running pods found by the last background audit, by namespace (the 50 with most offences, the rest as _other) and rule",
+            audit_offences.clone(),
+        );
+        let audit_pods = Gauge::default();
+        registry.register(
+            "audit_pods",
+            "Pods judged by the last background audit",
+            audit_pods.clone(),
+        );
+        let audit_duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "audit_duration_seconds",
+            "How long the last background audit took, judging and writing its reports",
+            audit_duration.clone(),
+        );
+        let audit_last_run = Gauge::default();
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last background audit finished, in seconds since the epoch",
+            audit_last_run.clone(),
+        );
+        let audit_api_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "audit_api_requests",
+            "Requests the background audit sent to the API server, by verb (its Pod watch excluded)",
+            audit_api_requests.clone(),
+        );
         Metrics {
             registry,
+            audit_offences,
+            audit_pods,
+            audit_duration,
+            audit_last_run,
+            audit_api_requests,
             admission_requests,
             admission_duration,
             secrets_injected,

@@ -4,7 +4,8 @@
 //! The chart's `psi.config` helper (`charts/pullsecret-injector/templates/_helpers.tpl`)
 //! writes `registries` (default: an empty list), `namespaces` (default: an empty map),
 //! `alwaysPullImages`, `injectOnlyIfPresent`, `repairStuckPods`, and `policy` only when
-//! it is non-empty, all copied verbatim. Values are Helm's: the chart's own
+//! it is non-empty, all copied verbatim; and, only when `audit.enabled`, `audit` with
+//! `enabled` and `maxResultsPerReport` (not `installCRDs`, which is the chart's own). Values are Helm's: the chart's own
 //! `values.yaml` (embedded here) with each `--values` file merged over it in order —
 //! maps merge key by key, anything else replaces, and `null` deletes the key, as Helm's
 //! coalescing does.
@@ -86,6 +87,14 @@ pub(crate) fn render(files: &[(String, String)]) -> Result<String> {
         };
         cfg.insert(key.into(), v);
     }
+    if let Some(a) = values.get("audit").filter(|a| truthy(&a["enabled"])) {
+        let mut audit = Map::new();
+        audit.insert("enabled".into(), Value::Bool(true));
+        if let Some(m) = a.get("maxResultsPerReport").filter(|m| !m.is_null()) {
+            audit.insert("maxResultsPerReport".into(), m.clone());
+        }
+        cfg.insert("audit".into(), Value::Object(audit));
+    }
     serde_saphyr::to_string(&Value::Object(cfg)).context("writing the rendered config")
 }
 
@@ -140,5 +149,24 @@ mod tests {
             "empty policy is not rendered"
         );
         assert_eq!(defaults["registries"][0]["name"], "tcr");
+    }
+
+    #[test]
+    fn the_audit_block_is_rendered_only_when_enabled_without_the_charts_own_keys() {
+        let defaults: Value = serde_saphyr::from_str(&render(&[]).unwrap()).unwrap();
+        assert!(defaults.get("audit").is_none());
+        let text = render(&[(
+            "v.yaml".into(),
+            "audit: {enabled: true, maxResultsPerReport: 7}
+"
+            .into(),
+        )])
+        .unwrap();
+        let v: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(
+            v["audit"],
+            serde_json::json!({"enabled": true, "maxResultsPerReport": 7})
+        );
+        Config::parse(&text, "t").unwrap();
     }
 }

@@ -11,9 +11,11 @@
 //! - `reconcile` runs the plan on the Lease holder, through `writes` (every request,
 //!   conflict-safe) and `report` (logs, Events, once per change);
 //! - `repair` deletes controller-owned pods stuck pulling before their secret existed;
+//! - `audit` judges running pods on the Lease holder and writes PolicyReports;
 //! - `ensure` is the admission-time create;
 //! - `run` wires and supervises the tasks; `error` holds the boundary errors.
 
+mod audit;
 mod cache;
 mod credential_provider;
 mod desired;

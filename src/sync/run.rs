@@ -6,7 +6,7 @@
 //! Tasks: the namespace watch, one secret watch per pull-secret type, the config
 //! follower (which owns the per-source watches, the credential-provider refreshers and
 //! the ServiceAccount watch, started and stopped as the config changes), the election,
-//! the reconciler and the Event publisher.
+//! the reconciler, the background audit and the Event publisher.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -255,6 +255,7 @@ pub(crate) async fn start(
         );
         tasks.spawn("leader election", election.run());
     }
+    let (audit_config, audit_changed) = (config.clone(), config_changed.clone());
     {
         let reconciler = Reconciler {
             config,
@@ -267,6 +268,18 @@ pub(crate) async fn start(
         };
         tasks.spawn("reconciler", reconciler.run(config_changed));
     }
+    tasks.spawn(
+        "audit",
+        super::audit::Auditor {
+            client: client.clone(),
+            config: audit_config,
+            changed: audit_changed,
+            cache: cache.clone(),
+            leadership: leadership.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(),
+    );
     {
         let recorder = Recorder::new(
             client.clone(),
@@ -294,7 +307,7 @@ pub(crate) async fn start(
 /// without an error): after an API-server restart that left relists waiting up to 30 s
 /// while the caches were stale. A handful of watches retrying at most every 5 s is no
 /// burden on a struggling API server.
-struct WatchBackoff {
+pub(super) struct WatchBackoff {
     next: Duration,
 }
 
