@@ -588,6 +588,8 @@ def readme_rbac(readme: str) -> list[dict[str, Any]]:
                 req.add("serviceAccounts")
             if "`repairStuckPods`" in when:
                 req.add("repair")
+            if "`audit.enabled`" in when:
+                req.add("audit")
             if "`serviceAccountToken`" in when:
                 req.add("token")
             if "`certs.mode: self`" in when:
@@ -693,7 +695,8 @@ def metric_names_from_source() -> set[str]:
     counters get _total, histograms _bucket/_sum/_count). Labelled families have no
     samples, and so no # TYPE line, until first used, so /metrics alone cannot list them."""
     src = (REPO / "src" / "metrics.rs").read_text()
-    types = dict(re.findall(r"pub (\w+): (?:Family<\w+, )?(Counter|Gauge|Histogram)>?,", src))
+    # `Gauge<f64, AtomicU64>` (a float gauge) included.
+    types = dict(re.findall(r"pub (\w+): (?:Family<\w+, )?(Counter|Gauge|Histogram)(?:<[^>]*>)?>?,", src))
     names = set()
     for name, var in re.findall(r'register\(\s*"([a-z_]+)",\s*"(?:[^"\\]|\\.)*",\s*([a-z_]+)\.clone\(\)', src):
         full = "pullsecret_injector_" + name
@@ -999,6 +1002,11 @@ def issue14_checks(h: "Harness", args: argparse.Namespace, s: Callable[[str], Re
                                                     "sync": {"enabled": False}},
              {"access", "self", "policy"}),
             ("policy", {"policy": POLICY}, {"access", "sync", "policy"}),
+            ("audit", {"audit": {"enabled": True}, "policy": POLICY}, {"access", "sync", "audit", "policy"}),
+            ("audit, installCRDs=false", {"audit": {"enabled": True, "installCRDs": False}},
+             {"access", "sync", "audit"}),
+            ("audit + repairStuckPods", {"audit": {"enabled": True}, "repairStuckPods": True},
+             {"access", "sync", "audit", "repair"}),
         ]
         problems = []
         for label, values, features in cases:
@@ -1584,6 +1592,283 @@ def policy_mode_checks(h: "Harness", args: argparse.Namespace) -> None:
         h.check("issue 18: the controller's flags are ones `serve --help` lists", flags)
 
 
+# --------------------------------------------------------------------------
+# Issue 20: the background audit (audit.*): the controller's leader judges running Pods
+# and writes wg-policy PolicyReports / ClusterPolicyReports (wgpolicyk8s.io/v1alpha2).
+
+AUDIT_GROUP = "wgpolicyk8s.io"
+AUDIT_CRDS = {"policyreports.wgpolicyk8s.io": ("PolicyReport", "Namespaced",
+                                               "wgpolicyk8s.io_policyreports.yaml"),
+              "clusterpolicyreports.wgpolicyk8s.io": ("ClusterPolicyReport", "Cluster",
+                                                      "wgpolicyk8s.io_clusterpolicyreports.yaml")}
+AUDIT_REPORT_VERBS = {"get", "list", "create", "update", "delete"}
+# Fields the server's reports carry (src/audit/report.rs) that the shipped CRD schema does
+# not declare, so the API server prunes them (fieldValidation=Strict: rejects them). The
+# vendored upstream v1alpha2 schema (wg-policy-prototypes cd234547) predates `source`.
+# If the CRDs are updated to a schema that declares a field, drop it from here.
+AUDIT_FIELDS_NOT_IN_CRD = {"results[].source"}
+
+
+def audit_sample_report(kind: str) -> dict[str, Any]:
+    """A report as the server writes it (src/audit/report.rs): every field it sets."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "namespace": "team-a", "name": "web-1",
+           "uid": "0b6f4a4e-2d0c-4f57-9d38-6f1f0c1d2e3f"}
+    result = {"policy": "pullsecret-injector", "rule": "deny", "result": "fail",
+              "message": "image docker.io/evilcorp/x is denied by policy.deny",
+              "source": "pullsecret-injector", "category": "Registry policy", "severity": "high",
+              "scored": True, "timestamp": {"seconds": 1767225600, "nanos": 0},
+              "resources": [pod],
+              "properties": {"site": "container", "container": "web", "image": "docker.io/evilcorp/x",
+                             "mode": "enforce", "rules": "policy", "registry": "docker"}}
+    warn = {**result, "rule": "requireAlwaysPull", "result": "warn", "severity": "medium"}
+    error = {**result, "rule": "unreadablePod", "result": "error", "properties": {}}
+    meta: dict[str, Any] = {"name": "pullsecret-injector",
+                            "labels": {"app.kubernetes.io/managed-by": "pullsecret-injector"},
+                            "annotations": {"pullsecret-injector.io/results-truncated": "1 of 2"}}
+    if kind == "PolicyReport":
+        meta["namespace"] = "team-a"
+    return {"apiVersion": f"{AUDIT_GROUP}/v1alpha2", "kind": kind, "metadata": meta,
+            "scope": {"apiVersion": "v1", "kind": "Namespace", "name": "team-a"},
+            "summary": {"pass": 3, "fail": 1, "warn": 1, "error": 1, "skip": 0},
+            "results": [result, warn, error]}
+
+
+def fields_not_in_schema(obj: Any, schema: dict[str, Any], path: str = "") -> set[str]:
+    """Paths of `obj` a CRD's structural schema does not declare (the API server prunes
+    them). metadata is the API server's own (ObjectMeta), not the CRD's."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for k, v in obj.items():
+            p = f"{path}{k}"
+            if p == "metadata":
+                continue
+            if k in props:
+                out |= fields_not_in_schema(v, props[k], p + ".")
+            elif isinstance(extra, dict):
+                out |= fields_not_in_schema(v, extra, p + ".")
+            elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+                out.add(p)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= fields_not_in_schema(v, schema.get("items") or {}, path.rstrip(".") + "[].")
+    return out
+
+
+def drop_paths(obj: Any, paths: set[str], path: str = "") -> Any:
+    if isinstance(obj, dict):
+        return {k: drop_paths(v, paths, f"{path}{k}.") for k, v in obj.items() if f"{path}{k}" not in paths}
+    if isinstance(obj, list):
+        return [drop_paths(v, paths, path.rstrip(".") + "[].") for v in obj]
+    return obj
+
+
+def audit_checks(h: "Harness", args: argparse.Namespace, r0: Rendered) -> None:
+    on = {"audit": {"enabled": True}, "policy": POLICY}
+
+    def crds(r: Rendered) -> dict[str, dict[str, Any]]:
+        return {d["metadata"]["name"]: d for d in r.all("CustomResourceDefinition")}
+
+    def report_rules(r: Rendered) -> list[dict[str, Any]]:
+        return [x for x in r.rules("ClusterRole", FULLNAME) if AUDIT_GROUP in x["apiGroups"]]
+
+    def pod_rules(r: Rendered) -> list[dict[str, Any]]:
+        return [x for x in r.rules("ClusterRole", FULLNAME) if "pods" in x["resources"]]
+
+    def off() -> None:
+        for label, values in (("default", None), ("repairStuckPods", {"repairStuckPods": True}),
+                              ("policy", {"policy": POLICY}), ("sync off", {"sync": {"enabled": False}}),
+                              ("installCRDs without enabled", {"audit": {"installCRDs": True}})):
+            r = r0 if values is None else h.render(values)
+            expect(not r.all("CustomResourceDefinition"), f"[{label}] CRDs rendered with audit off")
+            expect("audit" not in r.config(), f"[{label}] audit block in config.yaml: {r.config_text()}")
+            expect(not report_rules(r), f"[{label}] {AUDIT_GROUP} rules with audit off: {report_rules(r)}")
+            pods = cluster_rules(r).get("pods", set())
+            expect("watch" not in pods, f"[{label}] pods watch with audit off: {pods}")
+            want = {"list", "delete"} if values and values.get("repairStuckPods") else set()
+            expect(pods == want, f"[{label}] pods verbs {pods}, want {want or 'none'}")
+        expect(h.chart.values["audit"] == {"enabled": False, "installCRDs": True, "maxResultsPerReport": 100},
+               f"defaults: {h.chart.values['audit']}")
+    h.check("audit off (default): no CRD, no audit config block, no pods list/watch, "
+            "no wgpolicyk8s.io rules", off)
+
+    def lint() -> None:
+        h.lint(on)
+        h.lint({"audit": {"enabled": True, "installCRDs": False}})
+    h.check("audit: helm lint --strict [audit on, with and without the CRDs]", lint)
+
+    def crds_on() -> None:
+        r = h.render(on)
+        got = crds(r)
+        expect(set(got) == set(AUDIT_CRDS), f"CRDs {sorted(got)}")
+        vendored = CHART_DIR / "files" / "wgpolicyk8s.io"
+        for name, (kind, scope, file) in AUDIT_CRDS.items():
+            d = got[name]
+            expect(d["apiVersion"] == "apiextensions.k8s.io/v1", f"{name}: apiVersion {d['apiVersion']}")
+            spec = d["spec"]
+            expect(spec["group"] == AUDIT_GROUP and spec["names"]["kind"] == kind and spec["scope"] == scope,
+                   f"{name}: group/kind/scope {spec['group']} {spec['names']['kind']} {spec['scope']}")
+            versions = {v["name"]: v for v in spec["versions"]}
+            expect("v1alpha2" in versions and versions["v1alpha2"]["served"] is True
+                   and versions["v1alpha2"]["storage"] is True, f"{name}: v1alpha2 served and stored: {list(versions)}")
+            ann = d["metadata"].get("annotations") or {}
+            expect(ann.get("helm.sh/resource-policy") == "keep",
+                   f"{name}: helm.sh/resource-policy: keep (other tools' reports live in it): {ann}")
+            expect(d["metadata"]["labels"].get("app.kubernetes.io/instance") == RELEASE,
+                   f"{name}: release labels {d['metadata'].get('labels')}")
+            upstream = next(x for x in yaml.safe_load_all((vendored / file).read_text()) if x)
+            expect(spec == upstream["spec"], f"{name}: spec differs from the vendored upstream {file}")
+            expect("status" not in d and "creationTimestamp" not in d["metadata"],
+                   f"{name}: server-filled fields left out")
+        h.k8s_validate(r)
+        tpl = (CHART_DIR / "templates" / "policyreport-crds.yaml").read_text()
+        expect("kubernetes-sigs/wg-policy-prototypes" in tpl and re.search(r"\b[0-9a-f]{40}\b", tpl),
+               "the CRD template names the upstream repository and commit")
+    h.check("audit on: both wgpolicyk8s.io v1alpha2 CRDs (upstream spec as is, served, "
+            "helm.sh/resource-policy: keep), valid", crds_on)
+
+    def crd_accepts_reports() -> None:
+        r = h.render(on)
+        problems = []
+        for name, (kind, _scope, _file) in AUDIT_CRDS.items():
+            version = next(v for v in crds(r)[name]["spec"]["versions"] if v["name"] == "v1alpha2")
+            schema = version["schema"]["openAPIV3Schema"]
+            report = audit_sample_report(kind)
+            missing = fields_not_in_schema(report, schema)
+            if missing != AUDIT_FIELDS_NOT_IN_CRD:
+                problems.append(f"{kind}: fields the schema does not declare {sorted(missing)}, "
+                                f"expected {sorted(AUDIT_FIELDS_NOT_IN_CRD)}")
+            try:
+                import jsonschema
+                jsonschema.validate(drop_paths({k: v for k, v in report.items() if k != "metadata"},
+                                               missing), schema)
+            except jsonschema.ValidationError as exc:
+                problems.append(f"{kind}: {'/'.join(str(p) for p in exc.path)}: {exc.message}")
+        expect(not problems, "; ".join(problems))
+        if args.verbose:
+            print(f"      fields the CRDs prune from the server's reports: {sorted(AUDIT_FIELDS_NOT_IN_CRD)}")
+    h.check("audit: the CRD schema accepts the reports the server writes (types, enums), except "
+            f"{sorted(AUDIT_FIELDS_NOT_IN_CRD)}", crd_accepts_reports)
+
+    def config_block() -> None:
+        r = h.render(on)
+        expect(r.config().get("audit") == {"enabled": True, "maxResultsPerReport": 100},
+               f"audit block {r.config().get('audit')}")
+        expect(re.search(r"^audit:\n  enabled: true\n  maxResultsPerReport: 100$", r.config_text(), re.M),
+               f"integer, not float: {r.config_text()}")
+        r2 = h.render({**on, "audit": {"enabled": True, "maxResultsPerReport": 1000}})
+        expect(r2.config()["audit"]["maxResultsPerReport"] == 1000, "maxResultsPerReport copied")
+        chk = lambda x: x.deployment()["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        expect(chk(r) != chk(r2) and chk(r) != chk(h.render({"policy": POLICY})),
+               "checksum/config follows the audit block")
+        expect("installCRDs" not in r.config()["audit"], "installCRDs is the chart's, not the server's")
+    h.check("audit on: config.yaml `audit: {enabled: true, maxResultsPerReport: N}`", config_block)
+
+    def rbac_on() -> None:
+        for label, values, pods in (("audit", on, ["list", "watch"]),
+                                    ("audit + repairStuckPods", {**on, "repairStuckPods": True},
+                                     ["list", "delete", "watch"])):
+            r = h.render(values)
+            pr = pod_rules(r)
+            expect(len(pr) == 1 and pr[0]["apiGroups"] == [""] and pr[0]["resources"] == ["pods"]
+                   and sorted(pr[0]["verbs"]) == sorted(pods) and len(set(pr[0]["verbs"])) == len(pr[0]["verbs"]),
+                   f"[{label}] one pods rule with verbs {pods}, no duplicate: {pr}")
+            rr = report_rules(r)
+            expect(len(rr) == 1 and rr[0]["apiGroups"] == [AUDIT_GROUP]
+                   and sorted(rr[0]["resources"]) == ["clusterpolicyreports", "policyreports"]
+                   and set(rr[0]["verbs"]) == AUDIT_REPORT_VERBS and "resourceNames" not in rr[0],
+                   f"[{label}] report rule {rr}")
+            rules = cluster_rules(r)
+            expect(rules["secrets"] == {"get", "list", "watch", "create", "update", "delete"}
+                   and rules["events"] == {"create", "patch"}, f"[{label}] sync rules kept: {rules}")
+    h.check("audit on: RBAC pods list/watch (one rule with repairStuckPods), wgpolicyk8s.io "
+            "policyreports/clusterpolicyreports get/list/create/update/delete", rbac_on)
+
+    def no_crds() -> None:
+        r = h.render({**on, "audit": {"enabled": True, "installCRDs": False}})
+        expect(not r.all("CustomResourceDefinition"), "installCRDs=false renders no CRD")
+        expect(r.config()["audit"] == {"enabled": True, "maxResultsPerReport": 100}, "config block kept")
+        expect(cluster_rules(r).get("pods") == {"list", "watch"} and len(report_rules(r)) == 1,
+               f"RBAC kept: {cluster_rules(r)}")
+        h.k8s_validate(r)
+    h.check("audit.installCRDs=false: no CRD, the RBAC and config block still", no_crds)
+
+    def refusals() -> None:
+        for values, needles in (
+            ({"audit": {"enabled": True}, "sync": {"enabled": False}},
+             ["audit.enabled", "sync.enabled=false", "sync.enabled=true"]),
+            ({"audit": {"enabled": True}, "clusterAccess": False, "sync": {"enabled": False}},
+             ["audit.enabled", "clusterAccess=false", "clusterAccess=true"]),
+            ({"audit": {"enabled": True}, "clusterAccess": False},
+             ["audit.enabled", "clusterAccess=false", "clusterAccess=true"]),
+            ({"mode": "admissionPolicy", "registries": PLAIN_REGISTRIES,
+              "admissionPolicies": {"manifest": stand_in_manifest({"registries": PLAIN_REGISTRIES},
+                                                                  h.chart.values)},
+              "audit": {"enabled": True}, "sync": {"enabled": False}},
+             ["audit.enabled", "sync.enabled=false"]),
+        ):
+            msg = h.render_error(values)
+            expect(all(n in msg for n in needles), f"{values}: message lacks {needles}: {msg}")
+            if args.verbose:
+                print("      " + " ".join(msg.split())[:220])
+    h.check("audit.enabled with sync.enabled=false or clusterAccess=false: install refused, "
+            "naming the fix", refusals)
+
+    def policy_mode() -> None:
+        values = {"registries": PLAIN_REGISTRIES, "policy": {"deny": ["docker.io/evilcorp"]}}
+        manifest = stand_in_manifest(values, h.chart.values)
+        if args.binary:
+            with tempfile.TemporaryDirectory() as d:
+                vf = Path(d) / "values.yaml"
+                vf.write_text(yaml.safe_dump(values))
+                out = subprocess.run([args.binary, "export-policies", "--values", str(vf)],
+                                     capture_output=True, text=True, timeout=60)
+                expect(out.returncode == 0, f"export-policies --values: {out.stderr}")
+                manifest = out.stdout
+        base = {**values, "mode": "admissionPolicy", "admissionPolicies": {"manifest": manifest}}
+        without = h.render(base)
+        expect(not without.all("Deployment"), "no controller work without audit: no Deployment")
+        r = h.render({**base, "audit": {"enabled": True}})
+        c = r.container()
+        expect(c["name"] == "controller" and arg_of(c["args"], "--listen") == "localhost:0",
+               f"the controller runs (no webhook): {c['name']} {c['args']}")
+        expect(not r.all("MutatingWebhookConfiguration") and not r.all("ValidatingWebhookConfiguration"),
+               "still no webhook configuration")
+        expect(r.config()["audit"]["enabled"] is True, "audit block in config.yaml")
+        expect(set(crds(r)) == set(AUDIT_CRDS), f"CRDs {sorted(crds(r))}")
+        expect(cluster_rules(r).get("pods") == {"list", "watch"} and report_rules(r), "audit RBAC")
+        r.one("ServiceAccount", FULLNAME)
+        expect(r.maybe_named("Role", f"{FULLNAME}-leader-election"), "lease Role (the audit runs on the leader)")
+    h.check("audit in mode=admissionPolicy: the Deployment (controller) runs for the audit alone", policy_mode)
+
+    if args.binary:
+        def binary_accepts() -> None:
+            problems = []
+            with tempfile.TemporaryDirectory() as d:
+                cfg = Path(d) / "config.yaml"
+                cfg.write_text(h.render(on).config_text())
+                out = subprocess.run([args.binary, "check", "--config", str(cfg)],
+                                     capture_output=True, text=True, timeout=60)
+                if out.returncode != 0 or out.stdout.strip() != "ok":
+                    problems.append(f"rendered audit config: rc={out.returncode} {out.stderr.strip()[:300]}")
+                for n in (0, 1, 1000, 1001, -1):
+                    cfg.write_text(yaml.safe_dump({"audit": {"enabled": True, "maxResultsPerReport": n}}))
+                    out = subprocess.run([args.binary, "check", "--config", str(cfg)],
+                                         capture_output=True, text=True, timeout=60)
+                    try:
+                        h.chart.validate_schema({"audit": {"enabled": True, "maxResultsPerReport": n}})
+                        schema_ok = True
+                    except helm_python.HelmError:
+                        schema_ok = False
+                    if (out.returncode == 0) != schema_ok:
+                        problems.append(f"maxResultsPerReport {n}: binary rc={out.returncode}, "
+                                        f"schema {'accepts' if schema_ok else 'rejects'}")
+            expect(not problems, "; ".join(problems))
+        h.check("audit: `check` accepts the rendered block; maxResultsPerReport: schema and binary "
+                "agree (1..1000)", binary_accepts)
+
+
 def run(args: argparse.Namespace) -> int:
     h = Harness(args.kube_version, args.verbose)
     print(f"chart: {CHART_DIR} (helm SDK {helm_python.helm_sdk_version()}, "
@@ -1607,6 +1892,7 @@ def run(args: argparse.Namespace) -> int:
         "sync.enabled=false": {"sync": {"enabled": False}},
         "everything on": {
             "policy": POLICY, "repairStuckPods": True, "injectOnlyIfPresent": True,
+            "audit": {"enabled": True, "maxResultsPerReport": 250},
             "alwaysPullImages": "private", "priorityClassName": "system-cluster-critical",
             "webhook": {"objectSelector": {"matchExpressions": [
                 {"key": "pullsecret-injector.io/inject", "operator": "NotIn", "values": ["disabled"]}]},
@@ -1677,6 +1963,7 @@ def run(args: argparse.Namespace) -> int:
                and cfg["repairStuckPods"] is False, f"scalars {cfg}")
         expect(cfg["namespaces"] == defaults["namespaces"], "namespaces copied")
         expect("policy" not in cfg, "no policy key without policy")
+        expect("audit" not in cfg, "no audit block without audit.enabled")
         names = [x["name"] for x in cfg["registries"]]
         expect(len(names) == len(set(names)) and names, f"registry names {names}")
         expect(any("tencentcloudcr.com" in m for x in cfg["registries"] for m in x["match"]) and
@@ -1783,7 +2070,7 @@ def run(args: argparse.Namespace) -> int:
         rules = cluster_rules(r)
         expect(rules.get("serviceaccounts") == {"list", "watch", "patch"},
                f"serviceaccounts {rules.get('serviceaccounts')}")
-        expect(rules.get("pods") == {"list", "delete"}, f"pods {rules.get('pods')}")
+        expect(rules.get("pods") == {"list", "delete", "watch"}, f"pods {rules.get('pods')}")
         w = r.mutating()
         expect(w["failurePolicy"] == "Fail" and w["timeoutSeconds"] == 3, "webhook overrides")
         expect(w["objectSelector"]["matchExpressions"][0]["key"] == "pullsecret-injector.io/inject",
@@ -1803,6 +2090,7 @@ def run(args: argparse.Namespace) -> int:
         expect(cfg["registries"][-1]["namespaces"]["selector"]["matchLabels"]
                == {"registry-access": "harbor"}, "selector copied")
         expect(cfg["alwaysPullImages"] == "private" and cfg["repairStuckPods"] is True, "scalars")
+        expect(cfg["audit"] == {"enabled": True, "maxResultsPerReport": 250}, f"audit block {cfg.get('audit')}")
     h.check("all features on: extra RBAC, overrides", everything)
 
     def match_conditions_override() -> None:
@@ -1851,6 +2139,7 @@ def run(args: argparse.Namespace) -> int:
 
     issue14_checks(h, args, s, r0)
     policy_mode_checks(h, args)
+    audit_checks(h, args, r0)
 
     # --- values.schema.json rejects bad values ----------------------------
     bad_values = [
@@ -1878,6 +2167,11 @@ def run(args: argparse.Namespace) -> int:
         ({"listenHost": "[::]"}, "listenHost"),
         ({"monitoring": {"serviceMonitor": {"enable": True}}}, "enable"),
         ({"tests": {"namespace": "Default"}}, "namespace"),
+        ({"audit": {"maxResultsPerReport": 0}}, "maxResultsPerReport"),
+        ({"audit": {"maxResultsPerReport": 1001}}, "maxResultsPerReport"),
+        ({"audit": {"maxResultsPerReport": "100"}}, "maxResultsPerReport"),
+        ({"audit": {"enable": True}}, "enable"),
+        ({"audit": {"enabled": "yes"}}, "enabled"),
     ]
     for values, needle in bad_values:
         def reject(values=values, needle=needle) -> None:

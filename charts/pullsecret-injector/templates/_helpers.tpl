@@ -126,6 +126,9 @@ when host is empty, "[IPv6]:PORT", or "HOST:PORT". Input: dict host port.
 {{- if .Values.policy }}
 {{- $_ := set $cfg "policy" .Values.policy }}
 {{- end }}
+{{- if .Values.audit.enabled }}
+{{- $_ := set $cfg "audit" (dict "enabled" true "maxResultsPerReport" (int .Values.audit.maxResultsPerReport)) }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -242,11 +245,11 @@ admissionPolicies.manifest; no webhook configuration, no certificate.
 {{/*
 "true" when the sync controller has something to do: it runs (cluster access,
 sync.enabled) and some registry has a `source` to copy or `serviceAccounts`
-to patch, or repairStuckPods is on. In mode=admissionPolicy that is the only
-reason to run our process at all.
+to patch, or repairStuckPods or audit.enabled is on. In mode=admissionPolicy
+that is the only reason to run our process at all.
 */}}
 {{- define "psi.controllerHasWork" -}}
-{{- $work := .Values.repairStuckPods }}
+{{- $work := or .Values.repairStuckPods .Values.audit.enabled }}
 {{- range .Values.registries }}{{ if or .source .serviceAccounts }}{{ $work = true }}{{ end }}{{ end }}
 {{- if and .Values.clusterAccess .Values.sync.enabled $work }}true{{ end }}
 {{- end }}
