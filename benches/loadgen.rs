@@ -16,8 +16,9 @@
 //! `LOADGEN_CONNS` (keep-alive connections, default 16), `LOADGEN_SECS` (seconds per
 //! round and target, default 2), `LOADGEN_ROUNDS` (default 3).
 //!
-//! `loadgen --profile-review N` runs `admission::review` N times in-process on the same
-//! requests (no timing; a target for `valgrind --tool=callgrind`).
+//! `loadgen --profile-review N [SITES]` runs `admission::review` N times in-process on the
+//! same requests (Pods of SITES image sites, default 5; no timing; a target for
+//! `valgrind --tool=callgrind`).
 
 mod common;
 
@@ -62,7 +63,10 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match args.get(1).map(String::as_str) {
         Some("--serve") => serve(&args[2..]),
-        Some("--profile-review") => profile(args.get(2).and_then(|n| n.parse().ok())),
+        Some("--profile-review") => profile(
+            args.get(2).and_then(|n| n.parse().ok()),
+            args.get(3).and_then(|n| n.parse().ok()),
+        ),
         _ => drive(), // `cargo bench` passes `--bench`
     };
     if let Err(e) = result {
@@ -79,8 +83,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn bodies() -> Vec<Bytes> {
+    bodies_of(SITES)
+}
+
+fn bodies_of(sites: usize) -> Vec<Bytes> {
     (0..VARIANTS)
-        .map(|seed| Bytes::from(common::review_body(seed, SITES)))
+        .map(|seed| Bytes::from(common::review_body(seed, sites)))
         .collect()
 }
 
@@ -705,10 +713,12 @@ fn drive() -> Result<()> {
 // ---------------------------------------------------------------- profiling target
 
 /// Runs the full review on the load-test requests `n` times (default 2,000).
-fn profile(n: Option<usize>) -> Result<()> {
+fn profile(n: Option<usize>, sites: Option<usize>) -> Result<()> {
     let n = n.unwrap_or(2000);
     let cfg = common::config(ENTRIES);
-    let bodies = bodies();
+    let bodies = bodies_of(sites.unwrap_or(SITES));
+    let mean = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
+    println!("mean body {mean} bytes");
     let facts = NamespaceFacts::default();
     let mut bytes = 0;
     for i in 0..n {

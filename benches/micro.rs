@@ -63,7 +63,7 @@ fn requests(bodies: &[Vec<u8>]) -> Vec<(String, AdmissionRequest<'_>)> {
 fn pods(bodies: &[Vec<u8>]) -> Vec<PodDoc> {
     requests(bodies)
         .iter()
-        .map(|(_, r)| r.pod().expect("a pod").expect("readable"))
+        .map(|(_, r)| r.pod().expect("a pod").expect("readable").into_owned())
         .collect()
 }
 
@@ -110,7 +110,8 @@ fn review_1_parse<const SITES: usize>(bencher: Bencher) {
     bencher.bench_local(|| {
         i = (i + 1) % bodies.len();
         let (_, req) = parse_review(black_box(&bodies[i])).unwrap();
-        req.pod()
+        // The pod is usually read in the envelope's pass already; this reads it otherwise.
+        req.pod().is_some_and(|p| p.is_ok())
     });
 }
 

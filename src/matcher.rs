@@ -12,8 +12,11 @@
 //!
 //! One extension: a pattern that is exactly `*` matches every registry (policy `allow: ["*"]`).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::image::{ImageRef, is_ipv6_literal, split_host_port};
 
@@ -179,15 +182,39 @@ impl Pattern {
     pub fn matches(&self, image: &ImageRef) -> bool {
         match &self.kind {
             PatternKind::Any => true,
-            PatternKind::Host { labels, port, path } => {
-                let host = image.host().to_ascii_lowercase();
-                let img_labels: Vec<&str> = host_labels(&host).collect();
-                port.as_deref() == image.port()
-                    && labels.len() == img_labels.len()
-                    && labels.iter().zip(&img_labels).all(|(p, l)| glob(p, l))
-                    && path_prefix_matches(path, &image.path)
+            PatternKind::Host { .. } => {
+                self.matches_lowered(&lowercase(image.host()), image.port(), &image.path)
             }
         }
+    }
+
+    /// `matches`, given the image's host already lower-cased; allocation-free.
+    fn matches_lowered(&self, host: &str, port: Option<&str>, path: &str) -> bool {
+        match &self.kind {
+            PatternKind::Any => true,
+            PatternKind::Host {
+                labels,
+                port: want,
+                path: prefix,
+            } => {
+                want.as_deref() == port
+                    && labels.len() == host_labels(host).count()
+                    && labels
+                        .iter()
+                        .zip(host_labels(host))
+                        .all(|(p, l)| glob(p, l))
+                    && path_prefix_matches(prefix, path)
+            }
+        }
+    }
+}
+
+/// `s` lower-cased, borrowed unless it has upper-case bytes (image hosts rarely do).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
@@ -239,21 +266,30 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// Index key for globbed hosts: the labels to the right of the last label containing '*',
-/// plus the total label count and port, which must match exactly anyway.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct WildKey {
-    suffix: String,
+/// Globbed patterns sharing a literal suffix, grouped by what must match exactly anyway:
+/// the total label count and the port.
+#[derive(Debug, Clone)]
+struct WildGroup<T> {
     labels: usize,
     port: Option<String>,
+    cands: Vec<(usize, T)>,
 }
 
+/// Up to this many hits per image stay on the stack.
+type Hits<'a, T> = SmallVec<[(usize, &'a T); 8]>;
+
 /// Patterns compiled into hash indexes. `T` is what a match yields (an entry index, a rule).
+///
+/// Lookups probe with `&str` slices of one buffer per image, so matching allocates
+/// nothing for ordinary images. FxHash instead of SipHash: the keys are the operator's
+/// patterns, and a tenant's image only probes, so there is no flooding to defend against.
 #[derive(Debug, Clone)]
 pub struct Matcher<T> {
-    /// Exact `host[:port]` → candidates differing only in path prefix.
-    exact: HashMap<String, Vec<(usize, T)>>,
-    wild: HashMap<WildKey, Vec<(usize, T)>>,
+    /// Exact `host[:port]` plus `/path-prefix` when there is one → its patterns. An image
+    /// probes its lower-cased domain followed by each component-boundary prefix of its path.
+    exact: FxHashMap<Box<str>, Vec<(usize, T)>>,
+    /// Labels to the right of the last label containing '*' → the globbed patterns.
+    wild: FxHashMap<Box<str>, Vec<WildGroup<T>>>,
     any: Vec<(usize, T)>,
     patterns: Vec<Pattern>,
     /// Longest literal suffix (in labels) used by any wildcard key, to bound lookups.
@@ -263,8 +299,8 @@ pub struct Matcher<T> {
 impl<T> Default for Matcher<T> {
     fn default() -> Self {
         Matcher {
-            exact: HashMap::new(),
-            wild: HashMap::new(),
+            exact: FxHashMap::default(),
+            wild: FxHashMap::default(),
             any: Vec::new(),
             patterns: Vec::new(),
             max_suffix_labels: 0,
@@ -281,7 +317,7 @@ impl<T: Clone> Matcher<T> {
         let id = self.patterns.len();
         match &pattern.kind {
             PatternKind::Any => self.any.push((id, value)),
-            PatternKind::Host { labels, port, .. } => {
+            PatternKind::Host { labels, port, path } => {
                 match labels.iter().rposition(|l| l.contains('*')) {
                     None => {
                         let mut key = labels.join(".");
@@ -289,18 +325,30 @@ impl<T: Clone> Matcher<T> {
                             key.push(':');
                             key.push_str(p);
                         }
-                        self.exact.entry(key).or_default().push((id, value));
+                        if !path.is_empty() {
+                            key.push('/');
+                            key.push_str(path);
+                        }
+                        let cands = self.exact.entry(key.into()).or_default();
+                        cands.push((id, value));
                     }
                     Some(last_wild) => {
                         let suffix = labels[last_wild + 1..].join(".");
                         self.max_suffix_labels =
                             self.max_suffix_labels.max(labels.len() - last_wild - 1);
-                        let key = WildKey {
-                            suffix,
-                            labels: labels.len(),
-                            port: port.clone(),
-                        };
-                        self.wild.entry(key).or_default().push((id, value));
+                        let groups = self.wild.entry(suffix.into()).or_default();
+                        let (n, port) = (labels.len(), port.as_deref());
+                        match groups
+                            .iter_mut()
+                            .find(|g| g.labels == n && g.port.as_deref() == port)
+                        {
+                            Some(g) => g.cands.push((id, value)),
+                            None => groups.push(WildGroup {
+                                labels: n,
+                                port: port.map(str::to_string),
+                                cands: vec![(id, value)],
+                            }),
+                        }
                     }
                 }
             }
@@ -318,52 +366,72 @@ impl<T: Clone> Matcher<T> {
     }
 
     /// Every `(pattern id, value)` matching `image`, in insertion order.
-    fn hits(&self, image: &ImageRef) -> Vec<(usize, &T)> {
-        let mut hits: Vec<(usize, &T)> = Vec::new();
-        let host = image.host().to_ascii_lowercase();
-        let port = image.port();
-        let key = match port {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
+    fn hits(&self, image: &ImageRef) -> Hits<'_, T> {
+        let mut hits = Hits::new();
+        // `domain/path`, the domain lower-cased: every exact key and the lower-cased host
+        // are slices of it. On the stack unless the image is unusually long.
+        let mut buf: SmallVec<[u8; 256]> = SmallVec::new();
+        buf.extend(image.domain.bytes().map(|b| b.to_ascii_lowercase()));
+        buf.push(b'/');
+        buf.extend_from_slice(image.path.as_bytes());
+        // Copied from `&str`s with only ASCII bytes changed, so always UTF-8.
+        let Ok(key) = std::str::from_utf8(&buf) else {
+            return hits;
         };
-        if let Some(cands) = self.exact.get(&key) {
-            hits.extend(
-                cands
-                    .iter()
-                    .filter(|(id, _)| self.patterns[*id].matches_path(&image.path))
-                    .map(|(id, v)| (*id, v)),
-            );
-        }
-        // Globbed hosts: one probe per literal suffix length the index actually uses, so
-        // the cost is bounded by the host's label count, not by the number of patterns.
-        // Bracketed IPv6 hosts are probed too: they are one label, which `*` matches.
-        if !self.wild.is_empty() {
-            let n = host_labels(&host).count();
-            let mut probe = WildKey {
-                suffix: String::new(),
-                labels: n,
-                port: port.map(str::to_string),
-            };
-            for taken in 0..=self.max_suffix_labels.min(n) {
-                probe.suffix.clear();
-                if taken > 0 {
-                    probe
-                        .suffix
-                        .push_str(&host[nth_label_from_end(&host, taken)..]);
-                }
-                if let Some(cands) = self.wild.get(&probe) {
-                    hits.extend(
-                        cands
-                            .iter()
-                            .filter(|(id, _)| self.patterns[*id].matches(image))
-                            .map(|(id, v)| (*id, v)),
-                    );
-                }
-            }
-        }
+        let domain_len = image.domain.len();
+        self.exact_hits(key, domain_len, &mut hits);
+        // `host` is a prefix of `domain` (see `split_host_port`).
+        let host = key.get(..image.host().len()).unwrap_or_default();
+        self.wild_hits(host, image.port(), &image.path, &mut hits);
         hits.extend(self.any.iter().map(|(id, v)| (*id, v)));
         hits.sort_unstable_by_key(|(id, _)| *id);
         hits
+    }
+
+    /// Exact hosts: one probe for the domain alone and one per component-boundary prefix
+    /// of the path (`ghcr.io`, `ghcr.io/acme`, `ghcr.io/acme/app`), so the cost is bounded
+    /// by the path's depth however many patterns share the host.
+    fn exact_hits<'s>(&'s self, key: &str, domain_len: usize, hits: &mut Hits<'s, T>) {
+        let ends = key
+            .bytes()
+            .enumerate()
+            .skip(domain_len + 1)
+            .filter(|&(_, b)| b == b'/')
+            .map(|(i, _)| i)
+            .chain([domain_len, key.len()]);
+        for end in ends {
+            if let Some(cands) = key.get(..end).and_then(|k| self.exact.get(k)) {
+                hits.extend(cands.iter().map(|(id, v)| (*id, v)));
+            }
+        }
+    }
+
+    /// Globbed hosts: one probe per literal suffix length the index actually uses, so
+    /// the cost is bounded by the host's label count, not by the number of patterns.
+    /// Bracketed IPv6 hosts are probed too: they are one label, which `*` matches.
+    fn wild_hits<'s>(&'s self, host: &str, port: Option<&str>, path: &str, hits: &mut Hits<'s, T>) {
+        if self.wild.is_empty() {
+            return;
+        }
+        let n = host_labels(host).count();
+        for taken in 0..=self.max_suffix_labels.min(n) {
+            let suffix = match taken {
+                0 => "",
+                k => &host[nth_label_from_end(host, k)..],
+            };
+            let Some(groups) = self.wild.get(suffix) else {
+                continue;
+            };
+            let cands = groups
+                .iter()
+                .filter(|g| g.labels == n && g.port.as_deref() == port)
+                .flat_map(|g| &g.cands);
+            hits.extend(
+                cands
+                    .filter(|(id, _)| self.patterns[*id].matches_lowered(host, port, path))
+                    .map(|(id, v)| (*id, v)),
+            );
+        }
     }
 
     /// Calls `f(pattern, value)` for every pattern matching `image`, in insertion order.
@@ -387,15 +455,6 @@ impl<T: Clone> Matcher<T> {
         self.hits(image)
             .first()
             .map(|(id, v)| (&self.patterns[*id], (*v).clone()))
-    }
-}
-
-impl Pattern {
-    fn matches_path(&self, path: &str) -> bool {
-        match &self.kind {
-            PatternKind::Any => true,
-            PatternKind::Host { path: prefix, .. } => path_prefix_matches(prefix, path),
-        }
     }
 }
 
@@ -554,6 +613,33 @@ mod tests {
         assert_eq!(idx.matches(&parse("ghcr.io/x").unwrap()), vec![1, 3]);
         assert_eq!(idx.matches(&parse("nginx").unwrap()), vec![1]); // docker.io is a .io host
         assert!(idx.matches(&parse("localhost/x").unwrap()).is_empty());
+    }
+
+    /// Exact hosts are indexed with their path prefix and probed at each component
+    /// boundary of the image's path: every prefix on the host hits, no neighbour does.
+    #[test]
+    fn path_prefixes_on_one_host_are_probed_by_boundary() {
+        let mut idx = Matcher::new();
+        let patterns = [
+            "ghcr.io/a",
+            "ghcr.io/a/b",
+            "ghcr.io",
+            "ghcr.io/ab",
+            "GHCR.io:5000/a",
+        ];
+        for (i, p) in patterns.iter().enumerate() {
+            idx.insert(Pattern::parse(p).unwrap(), i);
+        }
+        let hits = |image: &str| idx.matches(&parse(image).unwrap());
+        assert_eq!(hits("ghcr.io/a/b/c"), vec![0, 1, 2]);
+        assert_eq!(hits("GHCR.IO/a/b"), vec![0, 1, 2]);
+        assert_eq!(hits("ghcr.io/a"), vec![0, 2]);
+        assert_eq!(hits("ghcr.io/abc/x"), vec![2]);
+        assert_eq!(hits("ghcr.io:5000/a/x"), vec![4]);
+        assert_eq!(hits("Ghcr.io:5000/ab"), Vec::<usize>::new());
+        for (p, i) in [("ghcr.io/a", "Ghcr.IO/a/x"), ("*.io/a", "GHCR.io/a/x")] {
+            assert!(m(p, i), "{p} {i}");
+        }
     }
 
     /// `*` is one label, and a bracketed IPv6 host is one label too (kubelet `URLsMatch`

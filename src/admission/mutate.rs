@@ -235,7 +235,7 @@ pub fn mutate(
     let plan = match (req.operation, req.sub_resource()) {
         (Operation::Create, "") => plan_pod(&pod, &ns, cfg, facts),
         (Operation::Update, "ephemeralcontainers") => {
-            plan_ephemeral(&pod, req.old_pod().as_ref(), &ns, cfg, facts)
+            plan_ephemeral(&pod, req.old_pod().as_deref(), &ns, cfg, facts)
         }
         _ => return (verdict, None),
     };

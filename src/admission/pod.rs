@@ -192,6 +192,156 @@ struct Doc {
     spec: Option<SpecDoc>,
 }
 
+/// `metadata.namespace` and `metadata.generateName` of an object: what a request falls
+/// back on when it names no namespace, or (a CREATE with `generateName`) no object.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MetaNames {
+    #[serde(default)]
+    pub(crate) namespace: Option<String>,
+    #[serde(default)]
+    pub(crate) generate_name: Option<String>,
+}
+
+/// A Pod read inside the envelope's own pass over the body (see `request::OnePass`), so
+/// its bytes are scanned once instead of skipped into a `RawValue` and parsed again.
+///
+/// Deliberately stricter than `PodDoc::parse`: objects only (no serde sequence forms), no
+/// missing `spec`, and `namespace`/`generateName` must be strings. Whatever it refuses
+/// makes the envelope read fail, and the caller then reads the body the two-pass way,
+/// which yields exactly the old results (errors included). So whenever this succeeds,
+/// its values are the ones the two-pass read would have produced.
+#[derive(Debug, Clone)]
+pub(crate) struct InlinePod {
+    pub(crate) pod: PodDoc,
+    /// `None` when the object has no (or a null) `metadata`.
+    pub(crate) names: Option<MetaNames>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum DocKey {
+    Metadata,
+    Spec,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum MetaKey {
+    Annotations,
+    Namespace,
+    GenerateName,
+    #[serde(other)]
+    Other,
+}
+
+/// Stores a field's value, refusing a second occurrence as serde's derive does.
+fn set_once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(serde::de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// `metadata` of an `InlinePod`: the watched annotations and the two names.
+struct InlineMeta {
+    annotations: Option<Annotations>,
+    names: MetaNames,
+}
+
+impl<'de> Deserialize<'de> for InlineMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = InlineMeta;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object's metadata")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InlineMeta, A::Error> {
+                let (mut annotations, mut namespace, mut generate_name) = (None, None, None);
+                while let Some(key) = map.next_key::<MetaKey>()? {
+                    match key {
+                        MetaKey::Annotations => {
+                            set_once(&mut map, &mut annotations, "annotations")?
+                        }
+                        MetaKey::Namespace => set_once(&mut map, &mut namespace, "namespace")?,
+                        MetaKey::GenerateName => {
+                            set_once(&mut map, &mut generate_name, "generateName")?
+                        }
+                        MetaKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(InlineMeta {
+                    annotations: annotations.flatten(),
+                    names: MetaNames {
+                        namespace: namespace.flatten(),
+                        generate_name: generate_name.flatten(),
+                    },
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for InlinePod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = InlinePod;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Pod object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InlinePod, A::Error> {
+                let (mut metadata, mut spec) = (None, None);
+                while let Some(key) = map.next_key::<DocKey>()? {
+                    match key {
+                        DocKey::Metadata => set_once(&mut map, &mut metadata, "metadata")?,
+                        DocKey::Spec => set_once(&mut map, &mut spec, "spec")?,
+                        DocKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let metadata: Option<InlineMeta> = metadata.flatten();
+                // The two-pass read reports this as a `PodShapeError`; refusing here
+                // hands the body to it.
+                let spec: SpecDoc = spec
+                    .flatten()
+                    .ok_or_else(|| serde::de::Error::custom("pod has no spec"))?;
+                let (annotations, names) = match metadata {
+                    Some(m) => (m.annotations, Some(m.names)),
+                    None => (None, None),
+                };
+                Ok(InlinePod {
+                    pod: PodDoc {
+                        has_metadata: names.is_some(),
+                        annotations,
+                        spec,
+                    },
+                    names,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// A pod or pod template, as far as image pulls are concerned.
 #[derive(Debug, Clone)]
 pub struct PodDoc {

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use json_patch::PatchOperation;
 use kube::core::{GroupVersionKind, GroupVersionResource, Status};
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::pod::{PodDoc, PodShapeError};
+use super::pod::{InlinePod, MetaNames, PodDoc, PodShapeError};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -31,14 +32,14 @@ struct Envelope<'a> {
     request: Option<&'a RawValue>,
 }
 
-/// The whole review, read in one pass.
+/// The whole review; `R` is how the request is read (`OnePass` or `AdmissionRequest`).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Review<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "R: Deserialize<'de>"))]
+struct Review<R> {
     api_version: String,
     kind: String,
-    #[serde(default, borrow)]
-    request: Option<AdmissionRequest<'a>>,
+    #[serde(default)]
+    request: Option<R>,
 }
 
 fn check_envelope(api_version: &str, kind: &str) -> Result<(), ReviewError> {
@@ -76,48 +77,217 @@ impl Operation {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An AdmissionReview request. Its `Deserialize` is the plain two-pass reading (objects
+/// kept as `RawValue`s, a Pod read when asked for); `parse_review` reads Pods in the same
+/// pass as the envelope (`OnePass`) and falls back to this.
+#[derive(Debug, Clone)]
 pub struct AdmissionRequest<'a> {
     pub uid: String,
     pub kind: GroupVersionKind,
     pub resource: GroupVersionResource,
-    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    /// Left unparsed until the request is known to be about a Pod; then only the fields
-    /// the decision needs are read (`PodDoc`).
-    #[serde(default, borrow)]
-    pub object: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    pub old_object: Option<&'a RawValue>,
-    #[serde(default)]
+    object: Option<Object<'a>>,
+    old_object: Option<Object<'a>>,
     pub dry_run: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ObjectNames {
-    #[serde(default)]
-    metadata: Option<NamesMeta>,
+/// `request.object` or `request.oldObject`.
+#[derive(Debug, Clone)]
+enum Object<'a> {
+    /// Not read yet: not a Pod, or it came before the fields saying it is one. Read
+    /// (partially, `PodDoc`) only when the decision asks for the pod.
+    Raw(&'a RawValue),
+    /// A Pod read in the envelope's pass.
+    Inline(Box<InlinePod>),
 }
 
+/// The request exactly as serde's derive reads it; `AdmissionRequest`'s `Deserialize`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct NamesMeta {
+struct TwoPass<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     namespace: Option<String>,
+    operation: Operation,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    old_object: Option<&'a RawValue>,
     #[serde(default)]
-    generate_name: Option<String>,
+    dry_run: Option<bool>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for AdmissionRequest<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = TwoPass::deserialize(d)?;
+        Ok(AdmissionRequest {
+            uid: r.uid,
+            kind: r.kind,
+            resource: r.resource,
+            sub_resource: r.sub_resource,
+            name: r.name,
+            namespace: r.namespace,
+            operation: r.operation,
+            object: r.object.map(Object::Raw),
+            old_object: r.old_object.map(Object::Raw),
+            dry_run: r.dry_run,
+        })
+    }
+}
+
+/// The request read in one pass: once `kind` and `resource` (which the API server sends
+/// before `object`) say core/v1 Pod, `object` and `oldObject` are read straight into
+/// `InlinePod`s instead of being skipped into `RawValue`s and parsed again.
+///
+/// Only ever stricter than `TwoPass` (maps only, and `InlinePod`'s own limits): a body
+/// it refuses is read again by `TwoPass`, so results and errors stay those of the
+/// two-pass reading, and whenever this succeeds its values equal that reading's.
+struct OnePass<'a>(AdmissionRequest<'a>);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum RequestKey {
+    Uid,
+    Kind,
+    Resource,
+    SubResource,
+    Name,
+    Namespace,
+    Operation,
+    Object,
+    OldObject,
+    DryRun,
+    #[serde(other)]
+    Other,
+}
+
+/// The fields of a request as `OnePass` collects them; `None` is "not seen".
+#[derive(Default)]
+struct Seen<'a> {
+    uid: Option<String>,
+    kind: Option<GroupVersionKind>,
+    resource: Option<GroupVersionResource>,
+    sub_resource: Option<Option<String>>,
+    name: Option<String>,
+    namespace: Option<Option<String>>,
+    operation: Option<Operation>,
+    object: Option<Option<Object<'a>>>,
+    old_object: Option<Option<Object<'a>>>,
+    dry_run: Option<Option<bool>>,
+}
+
+/// Stores a field's value, refusing a second occurrence as serde's derive does.
+fn set_once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(A::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+fn is_core_pod(kind: &GroupVersionKind, resource: &GroupVersionResource) -> bool {
+    kind.group.is_empty() && kind.kind == "Pod" && resource.resource == "pods"
+}
+
+impl<'a> Seen<'a> {
+    /// Reads `object` or `oldObject`: inline when already known to be a Pod.
+    fn object<'de: 'a, A: MapAccess<'de>>(
+        &self,
+        map: &mut A,
+        slot_is_set: bool,
+        name: &'static str,
+    ) -> Result<Option<Object<'a>>, A::Error> {
+        if slot_is_set {
+            return Err(A::Error::duplicate_field(name));
+        }
+        let pod = match (&self.kind, &self.resource) {
+            (Some(k), Some(r)) => is_core_pod(k, r),
+            _ => false,
+        };
+        Ok(if pod {
+            map.next_value::<Option<InlinePod>>()?
+                .map(|p| Object::Inline(Box::new(p)))
+        } else {
+            map.next_value::<Option<&'de RawValue>>()?.map(Object::Raw)
+        })
+    }
+
+    fn finish<E: serde::de::Error>(self) -> Result<AdmissionRequest<'a>, E> {
+        Ok(AdmissionRequest {
+            uid: self.uid.ok_or_else(|| E::missing_field("uid"))?,
+            kind: self.kind.ok_or_else(|| E::missing_field("kind"))?,
+            resource: self.resource.ok_or_else(|| E::missing_field("resource"))?,
+            sub_resource: self.sub_resource.flatten(),
+            name: self.name.unwrap_or_default(),
+            namespace: self.namespace.flatten(),
+            operation: self
+                .operation
+                .ok_or_else(|| E::missing_field("operation"))?,
+            object: self.object.flatten(),
+            old_object: self.old_object.flatten(),
+            dry_run: self.dry_run.flatten(),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OnePass<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = OnePass<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an AdmissionReview request")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OnePass<'a>, A::Error> {
+                let mut s = Seen::default();
+                while let Some(key) = map.next_key::<RequestKey>()? {
+                    match key {
+                        RequestKey::Uid => set_once(&mut map, &mut s.uid, "uid")?,
+                        RequestKey::Kind => set_once(&mut map, &mut s.kind, "kind")?,
+                        RequestKey::Resource => set_once(&mut map, &mut s.resource, "resource")?,
+                        RequestKey::SubResource => {
+                            set_once(&mut map, &mut s.sub_resource, "subResource")?
+                        }
+                        RequestKey::Name => set_once(&mut map, &mut s.name, "name")?,
+                        RequestKey::Namespace => set_once(&mut map, &mut s.namespace, "namespace")?,
+                        RequestKey::Operation => set_once(&mut map, &mut s.operation, "operation")?,
+                        RequestKey::Object => {
+                            let o = s.object(&mut map, s.object.is_some(), "object")?;
+                            s.object = Some(o);
+                        }
+                        RequestKey::OldObject => {
+                            let o = s.object(&mut map, s.old_object.is_some(), "oldObject")?;
+                            s.old_object = Some(o);
+                        }
+                        RequestKey::DryRun => set_once(&mut map, &mut s.dry_run, "dryRun")?,
+                        RequestKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                s.finish().map(OnePass)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 impl AdmissionRequest<'_> {
     pub fn is_core_pod(&self) -> bool {
-        self.kind.group.is_empty() && self.kind.kind == "Pod" && self.resource.resource == "pods"
+        is_core_pod(&self.kind, &self.resource)
     }
 
     pub fn sub_resource(&self) -> &str {
@@ -128,10 +298,22 @@ impl AdmissionRequest<'_> {
         self.dry_run.unwrap_or(false)
     }
 
-    fn object_meta(&self) -> Option<NamesMeta> {
-        serde_json::from_str::<ObjectNames>(self.object?.get())
-            .ok()?
-            .metadata
+    /// The object's `metadata` names; `None` when there is no metadata, or (unread
+    /// objects) it does not read as names.
+    fn object_meta(&self) -> Option<MetaNames> {
+        #[derive(Deserialize)]
+        struct ObjectNames {
+            #[serde(default)]
+            metadata: Option<MetaNames>,
+        }
+        match self.object.as_ref()? {
+            Object::Raw(raw) => {
+                serde_json::from_str::<ObjectNames>(raw.get())
+                    .ok()?
+                    .metadata
+            }
+            Object::Inline(p) => p.names.clone(),
+        }
     }
 
     /// The namespace from the request, falling back to the object's own.
@@ -159,13 +341,22 @@ impl AdmissionRequest<'_> {
     }
 
     /// The pod under review, read partially; `None` when there is no object.
-    pub fn pod(&self) -> Option<Result<PodDoc, PodShapeError>> {
-        self.object.map(|o| PodDoc::parse(o.get()))
+    pub fn pod(&self) -> Option<Result<Cow<'_, PodDoc>, PodShapeError>> {
+        self.object.as_ref().map(Object::pod)
     }
 
     /// The stored pod of an UPDATE, if it can be read.
-    pub fn old_pod(&self) -> Option<PodDoc> {
-        self.old_object.and_then(|o| PodDoc::parse(o.get()).ok())
+    pub fn old_pod(&self) -> Option<Cow<'_, PodDoc>> {
+        self.old_object.as_ref().and_then(|o| o.pod().ok())
+    }
+}
+
+impl Object<'_> {
+    fn pod(&self) -> Result<Cow<'_, PodDoc>, PodShapeError> {
+        match self {
+            Object::Raw(raw) => PodDoc::parse(raw.get()).map(Cow::Owned),
+            Object::Inline(p) => Ok(Cow::Borrowed(&p.pod)),
+        }
     }
 }
 
@@ -189,24 +380,20 @@ pub enum ReviewError {
 /// Parses a review; v1beta1 is accepted and answered in kind (same shape, and the API
 /// server's v1beta1 path is more lenient, so answering in kind is always safe).
 pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), ReviewError> {
-    let malformed = |e: serde_json::Error| {
-        let msg = e.to_string();
-        ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())
+    // One pass over the body in the common case (a Pod's fields read along with the
+    // envelope); anything that pass refuses is read the two-pass way, which decides the
+    // result and the error.
+    let read = match serde_json::from_slice::<Review<OnePass>>(body) {
+        Ok(r) => (r.api_version, r.kind, r.request.map(|r| r.0)),
+        Err(_) => read_two_pass(body)?,
     };
-    // One pass over the body in the common case; only a failed parse pays for a second,
-    // envelope-only read, so version and kind problems are reported as such.
-    let review: Result<Review, _> = serde_json::from_slice(body);
-    let (api_version, kind, request) = match review {
-        Ok(r) => (r.api_version, r.kind, r.request),
-        Err(e) => {
-            let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
-            check_envelope(&envelope.api_version, &envelope.kind)?;
-            return Err(match envelope.request {
-                None => ReviewError::NoRequest,
-                Some(_) => malformed(e),
-            });
-        }
-    };
+    check_review(read)
+}
+
+/// What every reading of a review must pass before it is decided.
+fn check_review(
+    (api_version, kind, request): (String, String, Option<AdmissionRequest<'_>>),
+) -> Result<(String, AdmissionRequest<'_>), ReviewError> {
     check_envelope(&api_version, &kind)?;
     let req = request.ok_or(ReviewError::NoRequest)?;
     if req.uid.is_empty() {
@@ -222,6 +409,29 @@ pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), Revie
         return Err(ReviewError::NoObject(req.operation.as_str()));
     }
     Ok((api_version, req))
+}
+
+/// The envelope with the request read as `TwoPass`: objects kept raw, Pods read later.
+/// Only a failed read pays for a further, envelope-only read, so version and kind
+/// problems are reported as such.
+fn read_two_pass(
+    body: &[u8],
+) -> Result<(String, String, Option<AdmissionRequest<'_>>), ReviewError> {
+    let malformed = |e: serde_json::Error| {
+        let msg = e.to_string();
+        ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())
+    };
+    match serde_json::from_slice::<Review<AdmissionRequest>>(body) {
+        Ok(r) => Ok((r.api_version, r.kind, r.request)),
+        Err(e) => {
+            let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
+            check_envelope(&envelope.api_version, &envelope.kind)?;
+            Err(match envelope.request {
+                None => ReviewError::NoRequest,
+                Some(_) => malformed(e),
+            })
+        }
+    }
 }
 
 /// The outcome of a decision, before it is wrapped in an envelope.
@@ -309,6 +519,142 @@ mod tests {
         format!(
             r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"{kind}"}},"resource":{{"group":"","version":"v1","resource":"{resource}"}},"operation":"{operation}"{object}}}}}"#
         )
+    }
+
+    /// What a caller can observe of a parsed review.
+    fn observed(r: Result<(String, AdmissionRequest), ReviewError>) -> String {
+        match r {
+            Err(e) => format!("error: {e:?}"),
+            Ok((v, q)) => format!(
+                "{v} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} ns={} shown={} core={} pod={:?} old={:?}",
+                q.uid,
+                q.kind,
+                q.resource,
+                q.sub_resource,
+                q.name,
+                q.namespace,
+                q.operation,
+                q.dry_run,
+                q.namespace(),
+                q.display_name(),
+                q.is_core_pod(),
+                q.pod(),
+                q.old_pod(),
+            ),
+        }
+    }
+
+    fn two_pass(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), ReviewError> {
+        check_review(read_two_pass(body)?)
+    }
+
+    fn read_inline(body: &str) -> bool {
+        serde_json::from_str::<Review<OnePass>>(body)
+            .is_ok_and(|r| matches!(r.request, Some(OnePass(q)) if matches!(q.object, Some(Object::Inline(_)))))
+    }
+
+    const HEAD: &str = r#""apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview""#;
+    const POD: &str = r#""kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"}"#;
+    const SPEC: &str = r#""spec":{"containers":[{"name":"a","image":"ghcr.io/acme/x","imagePullPolicy":"Always","env":[{"name":"x"}]}],"volumes":[{"name":"v","image":{"reference":"r"}}],"imagePullSecrets":[{"name":"s"}]}"#;
+
+    /// A request (the inside of `"request":{…}`) around `object`.
+    fn pod_request(extra: &str, object: &str) -> String {
+        format!(
+            r#"{{{HEAD},"request":{{"uid":"u",{POD},"operation":"CREATE"{extra},"object":{object}}}}}"#
+        )
+    }
+
+    /// The one-pass reading gives what the two-pass one gives, errors included, on well
+    /// formed Pods (read inline) and on everything it refuses (read again).
+    #[test]
+    fn one_pass_reads_what_two_passes_read() {
+        let meta = r#""metadata":{"generateName":"g-","namespace":"o","annotations":{"pullsecret-injector.io/inject":"false","x":"y"}}"#;
+        let inline = [
+            pod_request(r#","namespace":"ns""#, &format!("{{{meta},{SPEC}}}")),
+            pod_request("", &format!("{{{meta},{SPEC},\"status\":{{}}}}")),
+            pod_request(r#","name":"n""#, &format!("{{\"metadata\":null,{SPEC}}}")),
+            pod_request("", &format!("{{{SPEC}}}")),
+            pod_request(
+                r#","subResource":"ephemeralcontainers","dryRun":true"#,
+                &format!("{{{SPEC}}},\"oldObject\":{{{SPEC}}}"),
+            ),
+            pod_request(
+                "",
+                &format!("{{\"metadata\":{{\"annotations\":null,\"generateName\":null}},{SPEC}}}"),
+            ),
+            pod_request(
+                "",
+                &format!("{{\"m\\u0065tadata\":{{\"namespace\":\"esc\"}},{SPEC}}}"),
+            ),
+            // read, then refused by the envelope checks
+            format!(
+                r#"{{"apiVersion":"v2","kind":"AdmissionReview","request":{{"uid":"u",{POD},"operation":"CREATE","object":{{{SPEC}}}}}}}"#
+            ),
+        ];
+        let refused = [
+            // shapes the pod reader reports, and shapes only the derive accepts
+            pod_request("", r#"{"spec":{"containers":"x"}}"#),
+            pod_request("", r#"{"spec":{"containers":[{"image":5}]}}"#),
+            pod_request("", r#"{"metadata":{}}"#),
+            pod_request("", r#"[null,{"containers":[{"image":"a"}]}]"#),
+            pod_request("", r#"[{"namespace":"x"},{"containers":[]}]"#),
+            pod_request("", &format!("{{\"metadata\":[null,\"o\"],{SPEC}}}")),
+            pod_request("", &format!("{{\"metadata\":{{\"namespace\":5}},{SPEC}}}")),
+            pod_request(
+                "",
+                &format!("{{\"metadata\":{{\"generateName\":{{}}}},{SPEC}}}"),
+            ),
+            pod_request(
+                "",
+                &format!("{{\"metadata\":{{}},\"metadata\":{{}},{SPEC}}}"),
+            ),
+            pod_request("", &format!("{{{SPEC},{SPEC}}}")),
+            pod_request(
+                "",
+                &format!("{{\"metadata\":{{\"namespace\":\"a\",\"namespace\":\"b\"}},{SPEC}}}"),
+            ),
+            pod_request(
+                "",
+                &format!("{{\"metadata\":{{\"annotations\":{{}},\"annotations\":{{}}}},{SPEC}}}"),
+            ),
+            pod_request("", &format!("{{{SPEC}}},\"oldObject\":{{\"spec\":5}}")),
+            pod_request("", &format!("{{{SPEC}}},\"object\":{{{SPEC}}}")),
+            pod_request(r#","uid":"v""#, &format!("{{{SPEC}}}")),
+            pod_request("", "null"),
+            pod_request("", &format!("{{{SPEC}}}}}")),
+            pod_request("", &format!("{{{SPEC},\"x\":[1,]}}")),
+            format!(
+                r#"{{{HEAD},"request":{{"uid":"u",{POD},"operation":"CREATE","object":{{{SPEC}}}}}}} x"#
+            ),
+            format!(
+                r#"{{{HEAD},"request":["u",{{"group":"","version":"v1","kind":"Pod"}},{{"group":"","version":"v1","resource":"pods"}},null,"","ns","CREATE",{{{SPEC}}}]}}"#
+            ),
+            format!(r#"{{{HEAD},"request":{{{POD},"operation":"CREATE","object":{{{SPEC}}}}}}}"#),
+        ];
+        let two_pass_only = [
+            // `object` before the fields that say it is a Pod: kept raw, read when asked
+            format!(
+                r#"{{{HEAD},"request":{{"object":{{"metadata":{{"namespace":"o"}},{SPEC}}},"uid":"u",{POD},"operation":"CREATE"}}}}"#
+            ),
+            // not a Pod
+            format!(
+                r#"{{{HEAD},"request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"operation":"CREATE","object":{{"data":{{}}}}}}}}"#
+            ),
+            format!(
+                r#"{{{HEAD},"request":{{"uid":"u",{POD},"operation":"DELETE","oldObject":{{{SPEC}}}}}}}"#
+            ),
+        ];
+        for body in inline.iter().chain(&refused).chain(&two_pass_only) {
+            let one = observed(parse_review(body.as_bytes()));
+            let two = observed(two_pass(body.as_bytes()));
+            assert_eq!(one, two, "{body}");
+        }
+        for body in &inline {
+            assert!(read_inline(body), "not read in one pass: {body}");
+        }
+        for body in refused.iter().chain(&two_pass_only) {
+            assert!(!read_inline(body), "read in one pass: {body}");
+        }
     }
 
     #[test]

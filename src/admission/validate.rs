@@ -165,13 +165,13 @@ pub fn offences(
         (Operation::Update, "") => {
             // Like AlwaysPullImages: only images new to this pod are judged, so an update
             // of labels on an old pod is never blocked by a policy introduced later.
-            let before = image_set(old.as_ref());
+            let before = image_set(old.as_deref());
             let mut s = pod.sites();
             s.retain(|x| !before.contains(x.image));
             s
         }
         (Operation::Update, "ephemeralcontainers") => {
-            let s = new_ephemeral_sites(&pod, old.as_ref());
+            let s = new_ephemeral_sites(&pod, old.as_deref());
             notes = missing_secret_warnings(&pod, &s, &ns, cfg, facts);
             s
         }
