@@ -488,12 +488,16 @@ impl ReportWriter {
     fn remember(&mut self, key: Option<String>, r: &DynamicObject, stamps: &mut Stamps) {
         let v = serde_json::to_value(r).unwrap_or(Value::Null);
         stamps.learn(&v);
+        self.store(key, r, report::content(&v));
+    }
+
+    fn store(&mut self, key: Option<String>, r: &DynamicObject, content: Value) {
         self.stored.insert(
             key,
             Stored {
                 uid: r.metadata.uid.clone(),
                 resource_version: r.metadata.resource_version.clone(),
-                content: report::content(&v),
+                content,
             },
         );
     }
@@ -572,14 +576,7 @@ impl ReportWriter {
     /// some published schemas) prunes it, and comparing with the pruned answer would
     /// rewrite the report at every audit.
     fn written(&mut self, key: &Option<String>, r: &DynamicObject, sent: &Value) {
-        self.stored.insert(
-            key.clone(),
-            Stored {
-                uid: r.metadata.uid.clone(),
-                resource_version: r.metadata.resource_version.clone(),
-                content: report::content(sent),
-            },
-        );
+        self.store(key.clone(), r, report::content(sent));
     }
 
     async fn create(
