@@ -77,6 +77,8 @@ impl Auditor {
                 if enabled {
                     cleanup_tries = 3;
                     self.lead(&mut config_open).await;
+                    // Only the leader's figures are current; a former leader shows none.
+                    clear_metrics(&self.metrics);
                     continue;
                 }
                 if cleanup_tries > 0 {
@@ -324,6 +326,8 @@ pub(crate) enum ReportError {
     Timeout { what: String },
     #[error("not the sync leader any more; not written")]
     NotLeader,
+    #[error("a report changed or went away behind our back; reading them again")]
+    Changed,
 }
 
 /// A report this process knows it owns, as last read or written.
@@ -561,7 +565,15 @@ impl ReportWriter {
                 Ok(()) => {}
             }
         }
-        first_error.map_or(Ok(()), Err)
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        // A conflict: what we knew is stale; read again at the next (early) audit.
+        if self.loaded {
+            Ok(())
+        } else {
+            Err(ReportError::Changed)
+        }
     }
 
     fn object(desired: &Value) -> Result<DynamicObject, ReportError> {
