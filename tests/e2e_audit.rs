@@ -25,6 +25,10 @@ use support::run_cli;
 const WAIT: Duration = Duration::from_secs(40);
 const EVIL: &str = "docker.io/evilcorp/miner:1";
 const REPORT: &str = "pullsecret-injector";
+/// Offending pods in one namespace: more than the 100 results a report keeps (and more
+/// than the 100 response headers the HTTP client accepts, should each result earn a
+/// Warning).
+const MANY: usize = 110;
 
 fn values(deny: &[&str]) -> Value {
     json!({
@@ -267,6 +271,12 @@ async fn without_the_crds_the_audit_still_counts_and_the_cli_audits_from_a_lapto
     let c = env.client.clone();
     create_pod(&c, "team-a", "miner", EVIL).await;
     create_pod(&c, "team-a", "web", "nginx:1.27").await;
+    // More offences in one namespace than a report keeps.
+    futures_util::future::join_all((0..MANY).map(|i| {
+        let c = c.clone();
+        async move { create_pod(&c, "team-b", &format!("m{i:03}"), EVIL).await }
+    }))
+    .await;
     let install = Install::new(
         &env,
         &values(&["docker.io/evilcorp"]),
@@ -297,6 +307,16 @@ async fn without_the_crds_the_audit_still_counts_and_the_cli_audits_from_a_lapto
         |r| summary(r) == (1, 1, 0),
     )
     .await;
+    // Bounded: 100 results kept, all counted, the cut said.
+    let big = wait_report(&c, Some("team-b"), "team-b's bounded report", |r| {
+        summary(r) == (0, MANY as i64, 0)
+    })
+    .await;
+    assert_eq!(big["results"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        big["metadata"]["annotations"]["pullsecret-injector.io/results-truncated"],
+        format!("100 of {MANY} results shown; the summary counts all")
+    );
 
     // From a laptop: the same verdicts, nothing written.
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! The background audit on the Lease holder (`audit.enabled`): a Pod watch (kube-runtime's
 //! watcher: a paged LIST at one resourceVersion, then a WATCH from it), judged with
 //! [`judge::audit`] (which is `/validate`'s code) after any change of pods, config or
-//! leadership (debounced), and at least every [`RESYNC`] (namespace labels can change
+//! leadership (once changes pause for [`QUIET`], at most [`MAX_DELAY`] after the first,
+//! at least [`DEBOUNCE`] apart), and at least every [`RESYNC`] (namespace labels can change
 //! what `requireAlwaysPull: private` means). The reports ([`report`]) are written only
 //! where their content changed, owned-only (create-if-absent, replace at the stored
 //! resourceVersion, delete with uid + resourceVersion preconditions) and at most
@@ -39,8 +40,12 @@ use crate::config::Config;
 use crate::metrics::{AUDIT_NAMESPACE_LABELS, AuditLabels, Metrics, VerbLabels};
 use crate::ownership;
 
-/// Quiet time after a change before judging again.
+/// At least this long between two audits.
 const DEBOUNCE: Duration = Duration::from_secs(2);
+/// An audit waits until nothing changed for this long (a burst of deletes is one audit)…
+const QUIET: Duration = Duration::from_secs(1);
+/// …but never longer than this after the first change it has not judged.
+const MAX_DELAY: Duration = Duration::from_secs(10);
 /// A full audit at least this often, changes or not.
 const RESYNC: Duration = Duration::from_secs(60);
 /// Report writes per second at most.
@@ -114,6 +119,8 @@ impl Auditor {
         let mut staging: Option<HashMap<PodKey, AuditPod>> = None;
         let mut listed = false;
         let mut dirty = true;
+        // The first and the last change not judged yet.
+        let mut changes: Option<(Instant, Instant)> = None;
         let mut last: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
         let mut writer = ReportWriter::new(self.client.clone(), self.metrics.clone());
@@ -139,10 +146,12 @@ impl Auditor {
                     Some(Ok(watcher::Event::Apply(p))) => {
                         upsert(&mut pods, &p);
                         dirty = true;
+                        changes = Some(noted(changes));
                     }
                     Some(Ok(watcher::Event::Delete(p))) => {
                         pods.remove(&key_of(&p));
                         dirty = true;
+                        changes = Some(noted(changes));
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "audit: pod watch failed; retrying with backoff"),
                     None => return,
@@ -150,6 +159,7 @@ impl Auditor {
                 r = self.changed.changed(), if *config_open => {
                     *config_open = r.is_ok();
                     dirty = true;
+                    changes = Some(noted(changes));
                 }
                 _ = tick.tick() => {}
             }
@@ -161,13 +171,17 @@ impl Auditor {
             let due = match last {
                 None => true,
                 Some(t) => {
+                    let settled = changes.is_none_or(|(first, latest)| {
+                        latest.elapsed() >= QUIET || first.elapsed() >= MAX_DELAY
+                    });
                     t.elapsed() >= RESYNC
-                        || (dirty && t.elapsed() >= DEBOUNCE)
+                        || (dirty && t.elapsed() >= DEBOUNCE && settled)
                         || retry_at.is_some_and(|r| Instant::now() >= r)
                 }
             };
             if listed && due && self.cache.ready() {
                 dirty = false;
+                changes = None;
                 last = Some(Instant::now());
                 let done = self.pass(&cfg, &pods, &mut writer, &mut stamps).await;
                 // Unwritten reports (an error, or CRDs not there yet): again soon, not
@@ -213,6 +227,12 @@ impl Auditor {
         tracing::debug!(pods = pods.len(), namespaces = audits.len(), took = ?started.elapsed(), "audit done");
         done
     }
+}
+
+/// `(first, latest)` change times with a change now.
+fn noted(changes: Option<(Instant, Instant)>) -> (Instant, Instant) {
+    let now = Instant::now();
+    (changes.map_or(now, |(first, _)| first), now)
 }
 
 fn key_of(p: &Pod) -> PodKey {
@@ -584,9 +604,8 @@ impl ReportWriter {
     }
 
     /// Records a write: the content is what we sent, not what the API server answered,
-    /// since a CRD version without a field we write (`results[].source` is missing from
-    /// some published schemas) prunes it, and comparing with the pruned answer would
-    /// rewrite the report at every audit.
+    /// since a CRD version without a field we write prunes it, and comparing with the
+    /// pruned answer would rewrite the report at every audit.
     fn written(&mut self, key: &Option<String>, r: &DynamicObject, sent: &Value) {
         self.store(key.clone(), r, report::content(sent));
     }
