@@ -237,8 +237,9 @@ enum MetaKey {
     Other,
 }
 
-/// Stores a field's value, refusing a second occurrence as serde's derive does.
-fn set_once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+/// Stores a field's value, refusing a second occurrence as serde's derive does (shared
+/// with the request's one-pass reader).
+pub(crate) fn set_once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
     map: &mut A,
     slot: &mut Option<T>,
     name: &'static str,

@@ -17,7 +17,7 @@ use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::pod::{InlinePod, MetaNames, PodDoc, PodShapeError};
+use super::pod::{InlinePod, MetaNames, PodDoc, PodShapeError, set_once};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -183,19 +183,6 @@ struct Seen<'a> {
     object: Option<Option<Object<'a>>>,
     old_object: Option<Option<Object<'a>>>,
     dry_run: Option<Option<bool>>,
-}
-
-/// Stores a field's value, refusing a second occurrence as serde's derive does.
-fn set_once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
-    map: &mut A,
-    slot: &mut Option<T>,
-    name: &'static str,
-) -> Result<(), A::Error> {
-    if slot.is_some() {
-        return Err(A::Error::duplicate_field(name));
-    }
-    *slot = Some(map.next_value()?);
-    Ok(())
 }
 
 fn is_core_pod(kind: &GroupVersionKind, resource: &GroupVersionResource) -> bool {
