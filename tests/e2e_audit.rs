@@ -10,6 +10,8 @@ mod envtest;
 #[path = "common/install.rs"]
 mod install;
 mod support;
+#[path = "common/sync.rs"]
+mod sync;
 
 use std::time::Duration;
 
@@ -159,7 +161,7 @@ async fn a_new_rule_reports_the_pods_already_running_and_results_leave_with_thei
         &["--identity", "audit-0"],
     )
     .await;
-    let _log = LogOnPanic(install.server().dir.path().join("server.log"));
+    let _log = sync::LogOnPanic::new("the server", install.server());
     let r = wait_report(&c, Some("team-a"), "team-a's report: both pods pass", |r| {
         summary(r) == (2, 0, 0)
     })
@@ -283,7 +285,7 @@ async fn without_the_crds_the_audit_still_counts_and_the_cli_audits_from_a_lapto
         &["--identity", "audit-0"],
     )
     .await;
-    let _log = LogOnPanic(install.server().dir.path().join("server.log"));
+    let _log = sync::LogOnPanic::new("the server", install.server());
     eventually(WAIT, "the audit counts the miner", || async {
         (offences_metric(&install, "team-a", "deny").await == 1.0).then_some(())
     })
@@ -386,18 +388,4 @@ async fn without_the_crds_the_audit_still_counts_and_the_cli_audits_from_a_lapto
         err.contains("no `policy` section; nothing to audit"),
         "{err}"
     );
-}
-
-/// Prints the server's log when the test fails.
-struct LogOnPanic(std::path::PathBuf);
-
-impl Drop for LogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- server log ---\n{}",
-                std::fs::read_to_string(&self.0).unwrap_or_default()
-            );
-        }
-    }
 }

@@ -135,18 +135,22 @@ pub(crate) fn audit<'a>(
     let mut sorted: Vec<&AuditPod> = pods.into_iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut out: BTreeMap<String, NamespaceAudit> = BTreeMap::new();
-    let mut known: Option<(String, NamespaceFacts)> = None;
+    let Some(policy) = &cfg.policy else {
+        return out;
+    };
+    // The pods come sorted by namespace: whether rules apply there, and its facts, are
+    // found once per namespace (`None`: exempt).
+    let mut known: Option<(String, Option<NamespaceFacts>)> = None;
     for p in sorted {
-        let Some(policy) = &cfg.policy else {
-            break;
-        };
-        if policy.which_rules(&p.namespace).is_none() {
-            continue;
-        }
         if known.as_ref().is_none_or(|(ns, _)| *ns != p.namespace) {
-            known = Some((p.namespace.clone(), facts(&p.namespace)));
+            let f = policy
+                .which_rules(&p.namespace)
+                .map(|_| facts(&p.namespace));
+            known = Some((p.namespace.clone(), f));
         }
-        let f = &known.as_ref().expect("set above").1;
+        let Some(f) = known.as_ref().and_then(|(_, f)| f.as_ref()) else {
+            continue;
+        };
         let entry = out.entry(p.namespace.clone()).or_default();
         entry.pods += 1;
         let doc = match &p.doc {
