@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Result;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -79,8 +79,16 @@ pub fn router<H: ReviewHandler>(handler: Arc<H>, limits: &Limits) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<H>))
-        .route("/mutate", post(review::<H>))
-        .route("/validate", post(review::<H>))
+        // The path is known per route, so the handler takes the request whole and borrows
+        // its headers: no per-request copy of the URI or the header map.
+        .route(
+            "/mutate",
+            post(|h: State<Arc<H>>, req: Request| review(h, "/mutate", req)),
+        )
+        .route(
+            "/validate",
+            post(|h: State<Arc<H>>, req: Request| review(h, "/validate", req)),
+        )
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         // Outermost, so it bounds reading the body too (a client that stalls mid-body).
         .layer(axum::middleware::from_fn(
@@ -141,15 +149,10 @@ fn bad(code: StatusCode, msg: impl Into<String>) -> Response {
 
 async fn review<H: ReviewHandler>(
     State(h): State<Arc<H>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    path: &'static str,
+    req: Request,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return bad(e.status(), e.body_text()),
-    };
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let essence = ct.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
@@ -159,7 +162,12 @@ async fn review<H: ReviewHandler>(
             );
         }
     }
-    match h.handle(uri.path(), &body).await {
+    // `Bytes` as an extractor honours `DefaultBodyLimit` (413 beyond it).
+    let body = match Bytes::from_request(req, &()).await {
+        Ok(b) => b,
+        Err(e) => return bad(e.status(), e.body_text()),
+    };
+    match h.handle(path, &body).await {
         None => bad(StatusCode::NOT_FOUND, "not found"),
         Some(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Some(Err(reason)) => bad(StatusCode::BAD_REQUEST, reason),
