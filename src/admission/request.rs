@@ -370,9 +370,19 @@ pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), Revie
     // One pass over the body in the common case (a Pod's fields read along with the
     // envelope); anything that pass refuses is read the two-pass way, which decides the
     // result and the error.
-    let read = match serde_json::from_slice::<Review<OnePass>>(body) {
+    //
+    // JSON exchanged between systems is UTF-8 (RFC 8259, section 8.1) and the API server
+    // sends nothing else. One check of the whole body up front lets both readings take it
+    // as `&str`: serde_json then skips its per-string check of every key and value it
+    // reads (7 % of a review's instructions), and the strings it skips unread, which it
+    // never checks, are covered too, so a body is accepted or refused whichever reading
+    // ends up deciding it.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ReviewError::Malformed(format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
+    })?;
+    let read = match serde_json::from_str::<Review<OnePass>>(text) {
         Ok(r) => (r.api_version, r.kind, r.request.map(|r| r.0)),
-        Err(_) => read_two_pass(body)?,
+        Err(_) => read_two_pass(text)?,
     };
     check_review(read)
 }
@@ -402,16 +412,16 @@ fn check_review(
 /// Only a failed read pays for a further, envelope-only read, so version and kind
 /// problems are reported as such.
 fn read_two_pass(
-    body: &[u8],
+    body: &str,
 ) -> Result<(String, String, Option<AdmissionRequest<'_>>), ReviewError> {
     let malformed = |e: serde_json::Error| {
         let msg = e.to_string();
         ReviewError::Malformed(msg.lines().next().unwrap_or("").to_string())
     };
-    match serde_json::from_slice::<Review<AdmissionRequest>>(body) {
+    match serde_json::from_str::<Review<AdmissionRequest>>(body) {
         Ok(r) => Ok((r.api_version, r.kind, r.request)),
         Err(e) => {
-            let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
+            let envelope: Envelope = serde_json::from_str(body).map_err(malformed)?;
             check_envelope(&envelope.api_version, &envelope.kind)?;
             Err(match envelope.request {
                 None => ReviewError::NoRequest,
@@ -532,7 +542,8 @@ mod tests {
     }
 
     fn two_pass(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), ReviewError> {
-        check_review(read_two_pass(body)?)
+        let text = std::str::from_utf8(body).expect("the comparisons are of UTF-8 bodies");
+        check_review(read_two_pass(text)?)
     }
 
     fn read_inline(body: &str) -> bool {
@@ -644,6 +655,276 @@ mod tests {
         }
     }
 
+    /// `parse_review` (one pass, falling back to two) answers exactly what the two-pass
+    /// reading answers, errors included.
+    ///
+    /// A body that is not UTF-8 is refused before either reading (see
+    /// `not_utf8_is_refused_wherever_it_is`), so only UTF-8 bodies are compared.
+    fn assert_same(body: &[u8]) {
+        if std::str::from_utf8(body).is_err() {
+            assert!(
+                matches!(parse_review(body), Err(ReviewError::Malformed(m)) if m.starts_with("the body is not UTF-8")),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            return;
+        }
+        assert_eq!(
+            observed(parse_review(body)),
+            observed(two_pass(body)),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+
+    /// Where JSON readers tend to differ (kept from the sonic-rs experiment, see
+    /// benches/BENCHMARKS.md, "JSON reader: serde_json vs sonic-rs"): a harness for any
+    /// other reader of the one pass.
+    /// A realistic Pod review: annotations with escaped JSON, managed fields, numbers,
+    /// probes, status: most of it skipped.
+    fn corpus_body() -> Vec<u8> {
+        let container = |n: usize| {
+            serde_json::json!({
+                "name": format!("c{n}"), "image": format!("ghcr.io/acme/app{n}:1.{n}"),
+                "imagePullPolicy": "IfNotPresent", "command": ["/bin/app", "--x=\"q\""],
+                "ports": [{"containerPort": 8080 + n, "protocol": "TCP"}],
+                "env": [{"name": "A", "value": "caf\u{e9} \u{1f600}"}, {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1.5Gi"}},
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 10, "successThreshold": 1.0e0, "x": -0.25, "y": null, "z": [true, false]},
+            })
+        };
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "team-a", "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
+                "object": {
+                    "metadata": {
+                        "generateName": "web-7d4b9c-", "namespace": "team-a",
+                        "labels": {"app": "web", "pod-template-hash": "7d4b9c"},
+                        "annotations": {
+                            "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"spec\":{\"containers\":[]}}\n",
+                            "pullsecret-injector.io/inject": "true"
+                        },
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c", "controller": true, "blockOwnerDeletion": true}],
+                        "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}}}}]
+                    },
+                    "spec": {
+                        "initContainers": [container(0)],
+                        "containers": [container(1), container(2)],
+                        "volumes": [{"name": "cfg", "configMap": {"name": "cfg", "defaultMode": 420}}, {"name": "img", "image": {"reference": "ghcr.io/acme/data:1", "pullPolicy": "IfNotPresent"}}],
+                        "imagePullSecrets": [{"name": "existing"}],
+                        "priority": 0, "terminationGracePeriodSeconds": 30, "enableServiceLinks": true
+                    },
+                    "status": {"phase": "Pending", "qosClass": "Burstable"}
+                },
+                "oldObject": null, "dryRun": false,
+                "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+            }
+        }))
+        .unwrap()
+    }
+
+    const TRICKY: &[&[u8]] = &[
+        b"\xff",
+        b"\xc3",
+        b"\xed\xa0\x80",
+        b"\xef\xbb\xbf",
+        b"\x00",
+        b"\x01",
+        b"\x1f",
+        b"\t",
+        b"\n",
+        b"\x0c",
+        b"\x0b",
+        b"\xc2\xa0",
+        b"\\x",
+        b"\\u12",
+        b"\\u12\"",
+        b"\\uzzzz",
+        b"\\u00e9",
+        b"\\ud800",
+        b"\\udc00",
+        b"\\ud800\\u0041",
+        b"\\ud83d\\ude00",
+        b"\\",
+        b"\\\\",
+        b"\"",
+        b",",
+        b",]",
+        b",}",
+        b"01",
+        b"-01",
+        b"1.",
+        b"-",
+        b".5",
+        b"1e",
+        b"1e+",
+        b"1e999",
+        b"-1e999",
+        b"-0",
+        b"1.5e-400",
+        b"18446744073709551616",
+        b"NaN",
+        b"Infinity",
+        b"+1",
+        b"tru",
+        b"nul",
+        b"True",
+        b"[",
+        b"{",
+        b"]",
+        b"}",
+        b":",
+        b"//",
+        b"/*x*/",
+        b"\"a\":1,\"a\":2,",
+        b"[[[[[[[[[[",
+        b"]]]]]]]]]]",
+        b" x",
+    ];
+
+    /// Every case of `TRICKY`, in a skipped field and in read fields.
+    #[test]
+    fn tricky_json_is_read_as_two_passes_read_it() {
+        let spot = |frag: &[u8], at: &str| -> Vec<u8> {
+            let mut b = corpus_body();
+            let i = match at {
+                "" => 0,
+                _ => {
+                    b.windows(at.len())
+                        .position(|w| w == at.as_bytes())
+                        .expect(at)
+                        + at.len()
+                }
+            };
+            b.splice(i..i, frag.iter().copied());
+            b
+        };
+        let spots = [
+            // inside skipped strings and values
+            "\"path\":\"/ready",
+            "\"manager\":\"kube-",
+            "\"successThreshold\":",
+            "\"x\":",
+            "\"f:app\":",
+            "\"priority\":",
+            "\"userInfo\":{",
+            "\"groups\":[",
+            // inside read strings and values
+            "\"image\":\"ghcr.io/",
+            "\"generateName\":\"web-",
+            "\"pullsecret-injector.io/inject\":\"tr",
+            "\"imagePullSecrets\":[{\"name\":\"exist",
+            "\"imagePullSecrets\":[{\"name\":",
+            "\"imagePullSecrets\":[",
+            "\"uid\":\"705ab",
+            "\"dryRun\":",
+            "\"operation\":",
+            // between tokens and around the document
+            "\"spec\":",
+            "{\"apiVersion\"",
+            "\"options\":{\"kind\":\"CreateOptions\",\"apiVersion\":\"meta.k8s.io/v1\"}}}",
+            "",
+        ];
+        assert_same(&corpus_body());
+        assert!(read_inline(std::str::from_utf8(&corpus_body()).unwrap()));
+        for frag in TRICKY {
+            for at in spots {
+                assert_same(&spot(frag, at));
+            }
+        }
+        // Numbers, nesting and duplicates inside the `Value`s of `imagePullSecrets`.
+        for entry in [
+            r#"{"name":"a","n":1}"#,
+            r#"{"name":"a","n":-0}"#,
+            r#"{"name":"a","n":0.1}"#,
+            r#"{"name":"a","n":2.2250738585072011e-308}"#,
+            r#"{"name":"a","n":1e400}"#,
+            r#"{"name":"a","n":18446744073709551616}"#,
+            r#"{"name":"a","name":"b"}"#,
+            r#"{"name":"a","o":{"p":[1]}}"#,
+            r#"{"name":"\ud83d\ude00"}"#,
+            "5",
+            "null",
+        ] {
+            let b = spot(format!("{entry},").as_bytes(), "\"imagePullSecrets\":[");
+            assert_same(&b);
+        }
+        // Nesting around serde_json's recursion limit (128), skipped and read.
+        for depth in [100, 120, 126, 127, 128, 129, 200, 254, 255, 256, 300, 5000] {
+            let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            assert_same(&spot(format!("{deep},").as_bytes(), "\"groups\":["));
+            assert_same(&spot(
+                format!("\"d\":{deep},").as_bytes(),
+                "\"readinessProbe\":{",
+            ));
+            let entry = format!("{{\"name\":\"a\",\"d\":{deep}}},");
+            assert_same(&spot(entry.as_bytes(), "\"imagePullSecrets\":["));
+            let obj = format!(
+                "{}{}",
+                "{\"a\":".repeat(depth),
+                "1".to_string() + &"}".repeat(depth)
+            );
+            assert_same(&spot(format!("\"d\":{obj},").as_bytes(), "\"metadata\":{"));
+        }
+        // The enum's map form, and an object shaped like serde_json's `RawValue` marker.
+        assert_same(&spot(b"{\"CREATE\":null},\"x\":", "\"operation\":"));
+        let marker = pod_request("", r#"{"$serde_json::private::RawValue":"{]"}"#)
+            .replace(r#""kind":"Pod""#, r#""kind":"ConfigMap""#)
+            .replace(r#""resource":"pods""#, r#""resource":"configmaps""#);
+        assert_same(marker.as_bytes());
+        // Truncations, and whitespace of every kind around the document.
+        let body = corpus_body();
+        for n in (0..body.len()).step_by(7) {
+            assert_same(&body[..n]);
+        }
+        for (pre, post) in [
+            (&b" \t\r\n"[..], &b" \t\r\n"[..]),
+            (b"\xef\xbb\xbf", b""),
+            (b"\x0c", b""),
+            (b"", b"\x0c"),
+            (b"", b"\x00"),
+            (b"", b"{}"),
+        ] {
+            assert_same(&[pre, &body[..], post].concat());
+        }
+        // Whitespace between every token.
+        let spaced: Vec<u8> =
+            serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+                .unwrap();
+        assert_same(&spaced);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Random damage to a corpus body: byte flips, insertions of tricky fragments,
+        /// deletions and truncations; `parse_review` answers as the two-pass reading does.
+        #[test]
+        fn damaged_bodies_are_read_as_two_passes_read_them(
+            edits in proptest::collection::vec(
+                (0u8..4, proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>(), 0..TRICKY.len()),
+                1..4,
+            )
+        ) {
+            let mut b = corpus_body();
+            for (op, at, byte, frag) in edits {
+                let i = at.index(b.len() + 1);
+                match op {
+                    0 if i < b.len() => b[i] = byte,
+                    1 => { b.splice(i..i, TRICKY[frag].iter().copied()); }
+                    2 if i < b.len() => { b.remove(i); }
+                    _ => b.truncate(i),
+                }
+            }
+            assert_same(&b);
+        }
+    }
+
     #[test]
     fn pod_writes_must_carry_an_object() {
         use ReviewError::NoObject;
@@ -660,6 +941,36 @@ mod tests {
             let body = review(kind, op, *object);
             let got = parse_review(body.as_bytes()).err();
             assert_eq!(&got, want, "{kind} {op} {object:?}");
+        }
+    }
+
+    /// Invalid UTF-8 is refused wherever it is: in a field the one pass reads, in one it
+    /// skips inside the Pod (serde_json never checks those), outside the Pod, and in a
+    /// non-Pod object.
+    #[test]
+    fn not_utf8_is_refused_wherever_it_is() {
+        let object = |labels: &str, image: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"p","labels":{{"a":"{labels}"}}}},"spec":{{"containers":[{{"name":"c","image":"{image}"}}]}}}}"#
+            )
+        };
+        let bodies = [
+            pod_request(r#","userInfo":{"username":"MARK"}"#, &object("x", "nginx")),
+            pod_request("", &object("MARK", "nginx")),
+            pod_request("", &object("x", "MARK")),
+            review("ConfigMap", "CREATE", Some(r#"{"data":{"k":"MARK"}}"#)),
+        ];
+        for body in bodies {
+            assert!(parse_review(body.replace("MARK", "ok").as_bytes()).is_ok(), "{body}");
+            let (head, tail) = body.split_once("MARK").expect("a marker");
+            for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"a\xc3("] {
+                let broken = [head.as_bytes(), bad, tail.as_bytes()].concat();
+                assert!(
+                    matches!(parse_review(&broken), Err(ReviewError::Malformed(m)) if m.starts_with("the body is not UTF-8")),
+                    "{}",
+                    String::from_utf8_lossy(&broken)
+                );
+            }
         }
     }
 }
