@@ -916,8 +916,10 @@ fn drive() -> Result<()> {
     );
     println!();
 
+    // One client worker per client core: two workers time-sliced on one pinned core
+    // stall each other for milliseconds, which showed up as the servers' tail latency.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(if client_cpu.is_some() { 1 } else { 2 })
         .enable_all()
         .build()?;
     type Cells = BTreeMap<(usize, Proto, usize), Vec<Run>>;

@@ -378,7 +378,10 @@ pub fn parse_review(body: &[u8]) -> Result<(String, AdmissionRequest<'_>), Revie
     // never checks, are covered too, so a body is accepted or refused whichever reading
     // ends up deciding it.
     let text = std::str::from_utf8(body).map_err(|e| {
-        ReviewError::Malformed(format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
+        ReviewError::Malformed(format!(
+            "not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
     })?;
     let read = match serde_json::from_str::<Review<OnePass>>(text) {
         Ok(r) => (r.api_version, r.kind, r.request.map(|r| r.0)),
@@ -663,7 +666,7 @@ mod tests {
     fn assert_same(body: &[u8]) {
         if std::str::from_utf8(body).is_err() {
             assert!(
-                matches!(parse_review(body), Err(ReviewError::Malformed(m)) if m.starts_with("the body is not UTF-8")),
+                matches!(parse_review(body), Err(ReviewError::Malformed(m)) if m.starts_with("not UTF-8")),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -961,12 +964,15 @@ mod tests {
             review("ConfigMap", "CREATE", Some(r#"{"data":{"k":"MARK"}}"#)),
         ];
         for body in bodies {
-            assert!(parse_review(body.replace("MARK", "ok").as_bytes()).is_ok(), "{body}");
+            assert!(
+                parse_review(body.replace("MARK", "ok").as_bytes()).is_ok(),
+                "{body}"
+            );
             let (head, tail) = body.split_once("MARK").expect("a marker");
             for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"a\xc3("] {
                 let broken = [head.as_bytes(), bad, tail.as_bytes()].concat();
                 assert!(
-                    matches!(parse_review(&broken), Err(ReviewError::Malformed(m)) if m.starts_with("the body is not UTF-8")),
+                    matches!(parse_review(&broken), Err(ReviewError::Malformed(m)) if m.starts_with("not UTF-8")),
                     "{}",
                     String::from_utf8_lossy(&broken)
                 );
