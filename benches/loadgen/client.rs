@@ -1,0 +1,310 @@
+//! The load benchmark's client: connections over HTTP/1.1 and HTTP/2, closed and open
+//! loops, and what one run measured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use axum::body::Bytes;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::servers::{ServerProc, cpu_time};
+use crate::{H1_CONNS, H2_CONNS, H2_STREAMS, NEWCONN_CONNS};
+
+// ---------------------------------------------------------------- client
+
+/// How requests reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Proto {
+    /// HTTP/1.1, `H1_CONNS` keep-alive connections.
+    H1,
+    /// HTTP/2, `H2_CONNS` connections with `H2_STREAMS` concurrent streams each.
+    H2,
+    /// HTTP/1.1, a new connection (full TLS handshake) per request.
+    NewConn,
+}
+
+impl Proto {
+    pub(crate) const ALL: [Proto; 3] = [Proto::H1, Proto::H2, Proto::NewConn];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Proto::H1 => "HTTP/1.1 keep-alive",
+            Proto::H2 => "HTTP/2",
+            Proto::NewConn => "HTTP/1.1 new conn/req",
+        }
+    }
+
+    /// Requests in flight at once.
+    pub(crate) fn concurrency(self) -> usize {
+        match self {
+            Proto::H1 => H1_CONNS,
+            Proto::H2 => H2_CONNS * H2_STREAMS,
+            Proto::NewConn => NEWCONN_CONNS,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) port: u16,
+    pub(crate) h1: TlsConnector,
+    pub(crate) h2: TlsConnector,
+    pub(crate) bodies: Arc<Vec<Bytes>>,
+}
+
+pub(crate) enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    pub(crate) async fn connect(&self, proto: Proto) -> Result<Sender> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let tls = if proto == Proto::H2 {
+            &self.h2
+        } else {
+            &self.h1
+        };
+        let stream = tls.connect(ServerName::try_from("localhost")?, tcp).await?;
+        let io = TokioIo::new(stream);
+        Ok(if proto == Proto::H2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H1(sender)
+        })
+    }
+
+    /// One POST /mutate; returns the response body.
+    pub(crate) async fn send(&self, sender: &mut Sender, i: usize, close: bool) -> Result<Bytes> {
+        let body = self.bodies[i % self.bodies.len()].clone();
+        let req = Request::post(match sender {
+            Sender::H1(_) => "/mutate",
+            Sender::H2(_) => "https://localhost/mutate",
+        })
+        .header(header::CONTENT_TYPE, "application/json");
+        let req = match sender {
+            Sender::H1(_) if close => req
+                .header(header::HOST, "localhost")
+                .header(header::CONNECTION, "close"),
+            Sender::H1(_) => req.header(header::HOST, "localhost"),
+            Sender::H2(_) => req,
+        };
+        let req = req.body(Full::new(body))?;
+        let resp = match sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        ensure!(
+            status == StatusCode::OK,
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        Ok(bytes)
+    }
+}
+
+/// What one load run measured.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Run {
+    /// Latencies in microseconds.
+    pub(crate) lat: Vec<u32>,
+    pub(crate) errors: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) server_cpu: Duration,
+    /// CPU time of this (client) process during the run.
+    pub(crate) client_cpu: Duration,
+}
+
+impl Run {
+    pub(crate) fn rps(&self) -> f64 {
+        self.lat.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU microseconds per request.
+    pub(crate) fn cpu_per_req(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)
+    }
+
+    /// Client CPU microseconds per request.
+    pub(crate) fn client_cpu_per_req(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)
+    }
+
+    /// Latency percentile in milliseconds.
+    pub(crate) fn pct(&mut self, p: f64) -> f64 {
+        if self.lat.is_empty() {
+            return f64::NAN;
+        }
+        self.lat.sort_unstable();
+        let idx = ((p * self.lat.len() as f64).ceil() as usize).clamp(1, self.lat.len()) - 1;
+        self.lat[idx] as f64 / 1000.0
+    }
+}
+
+/// Closed loop for `dur`: `proto.concurrency()` tasks each send back to back. Keep-alive
+/// and HTTP/2 connections are opened before the clock starts; with `NewConn` every
+/// request opens its own and its latency includes the handshake.
+pub(crate) async fn closed_loop(client: &Client, proto: Proto, dur: Duration) -> Run {
+    let tasks_n = proto.concurrency();
+    let mut shared = Vec::new();
+    if proto == Proto::H2 {
+        for _ in 0..H2_CONNS {
+            if let Ok(Sender::H2(s)) = client.connect(proto).await {
+                shared.push(s);
+            }
+        }
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(tasks_n));
+    let tasks: Vec<_> = (0..tasks_n)
+        .map(|k| {
+            let client = client.clone();
+            let barrier = barrier.clone();
+            let h2 = shared.get(k % shared.len().max(1)).cloned();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 14);
+                let mut errors = 0;
+                let mut sender = match proto {
+                    Proto::H1 => client.connect(proto).await.ok(),
+                    Proto::H2 => h2.map(Sender::H2),
+                    Proto::NewConn => None,
+                };
+                barrier.wait().await;
+                let start = Instant::now();
+                let deadline = start + dur;
+                let mut i = k;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let ok = async {
+                        let mut s = match sender.take() {
+                            Some(s) => s,
+                            None => client.connect(proto).await?,
+                        };
+                        client.send(&mut s, i, proto == Proto::NewConn).await?;
+                        if proto != Proto::NewConn {
+                            sender = Some(s);
+                        }
+                        anyhow::Ok(())
+                    }
+                    .await;
+                    match ok {
+                        Ok(()) => lat.push(t0.elapsed().as_micros() as u32),
+                        Err(_) => errors += 1,
+                    }
+                    i += tasks_n;
+                }
+                (lat, errors, start, Instant::now())
+            })
+        })
+        .collect();
+    let mut run = Run::default();
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
+    for t in tasks {
+        let (lat, errors, start, end) = t.await.expect("load task");
+        run.lat.extend(lat);
+        run.errors += errors;
+        first = Some(first.map_or(start, |f| f.min(start)));
+        last = Some(last.map_or(end, |l| l.max(end)));
+    }
+    run.elapsed = last.unwrap() - first.unwrap();
+    run
+}
+
+/// Open loop: requests are due at a fixed `rate` (a pacer thread, not the 1 ms tokio
+/// timer, keeps the schedule) and served by `H1_CONNS` keep-alive connections; latency is
+/// measured from the due time, so queueing behind a slow request counts (no coordinated
+/// omission).
+pub(crate) async fn open_loop(client: &Client, rate: f64, dur: Duration) -> Run {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut senders = Vec::new();
+    for _ in 0..H1_CONNS {
+        if let Ok(s) = client.connect(Proto::H1).await {
+            senders.push(s);
+        }
+    }
+    let conns = senders.len().max(1);
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut sender)| {
+            let client = client.clone();
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 14);
+                let mut errors = 0;
+                let mut i = k;
+                loop {
+                    let due = { rx.lock().await.recv().await };
+                    let Some(due) = due else { break };
+                    match client.send(&mut sender, i, false).await {
+                        Ok(_) => lat.push(due.elapsed().as_micros() as u32),
+                        Err(_) => errors += 1,
+                    }
+                    i += conns;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let pacer = std::thread::spawn(move || {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut due = start;
+        while due < start + dur {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if tx.send(due).is_err() {
+                break;
+            }
+            due += interval;
+        }
+    });
+    pacer.join().expect("pacer thread");
+    let mut run = Run::default();
+    for t in tasks {
+        let (lat, errors) = t.await.expect("load task");
+        run.lat.extend(lat);
+        run.errors += errors;
+    }
+    run.elapsed = start.elapsed();
+    run
+}
+
+/// Runs `f` against a server, adding the server's and the client's CPU time to the result.
+pub(crate) async fn measured<F: std::future::Future<Output = Run>>(
+    server: &ServerProc,
+    f: F,
+) -> Run {
+    let (server_before, client_before) = (server.cpu(), cpu_time(std::process::id()));
+    let mut run = f.await;
+    run.server_cpu = server.cpu().saturating_sub(server_before);
+    run.client_cpu = cpu_time(std::process::id()).saturating_sub(client_before);
+    run
+}

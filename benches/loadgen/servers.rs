@@ -1,0 +1,244 @@
+//! The server children of the load benchmark: what `loadgen --serve KIND DIR` runs, and
+//! the parent's handle on a child (start pinned, CPU time, memory, stop).
+
+use std::io::{BufRead, BufReader, Read as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::routing::post;
+use pullsecret_injector::cluster::NoCluster;
+use pullsecret_injector::config::Config;
+use pullsecret_injector::metrics::Metrics;
+use pullsecret_injector::server::{self, Limits, tls};
+use pullsecret_injector::webhook::Webhook;
+use tokio::net::TcpListener;
+
+use crate::kube_peer;
+
+// ---------------------------------------------------------------- pinning
+
+/// The CPUs this process may run on.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bit set the call fills in; its size is passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread (and every thread it starts later) to `cpu`.
+pub(crate) fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: as above; async-signal-safe, so usable between fork and exec.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- server children
+
+/// `--serve ours|floor|kube-rs DIR`: serve until stdin closes.
+pub(crate) fn serve(args: &[String]) -> Result<()> {
+    let [kind, dir] = args else {
+        bail!("usage: loadgen --serve ours|floor|kube-rs DIR");
+    };
+    let dir = PathBuf::from(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let resolver = Arc::new(tls::ReloadingResolver::new(
+            dir.join("tls.crt"),
+            dir.join("tls.key"),
+        )?);
+        let tls_config = Arc::new(tls::server_config(resolver, None)?);
+        let limits = Limits {
+            drain_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        };
+        let app = match kind.as_str() {
+            "ours" => {
+                let cfg = Config::load(&dir.join("config.yaml"))?;
+                let webhook = Webhook::new(
+                    Arc::new(ArcSwap::from_pointee(cfg)),
+                    Arc::new(NoCluster),
+                    Arc::new(Metrics::new()),
+                );
+                webhook.serving.store(true, Ordering::Release);
+                server::router(Arc::new(webhook), &limits)
+            }
+            "floor" => {
+                // One fixed answer per size: a request up to `split` bytes gets the first.
+                let small = Bytes::from(std::fs::read(dir.join("floor-small.json"))?);
+                let large = Bytes::from(std::fs::read(dir.join("floor-large.json"))?);
+                let split: usize = std::fs::read_to_string(dir.join("floor-split"))?
+                    .trim()
+                    .parse()?;
+                Router::new().route(
+                    "/mutate",
+                    post(move |body: Bytes| {
+                        let fixed = if body.len() <= split {
+                            small.clone()
+                        } else {
+                            large.clone()
+                        };
+                        async move { ([(header::CONTENT_TYPE, "application/json")], fixed) }
+                    }),
+                )
+            }
+            "kube-rs" => {
+                let rules = kube_peer::Rules::from_json(&std::fs::read_to_string(
+                    dir.join("peer-config.json"),
+                )?)?;
+                kube_peer::router(Arc::new(rules))
+            }
+            other => bail!("unknown server kind {other:?}"),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        println!("PORT {}", listener.local_addr()?.port());
+        let shutdown = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::stdin().read_to_end(&mut sink);
+            })
+            .await;
+        };
+        server::serve_tls(listener, tls_config, app, limits, shutdown).await
+    })
+}
+
+/// A server child; closing its stdin stops it.
+pub(crate) struct ServerProc {
+    pub(crate) name: &'static str,
+    pub(crate) port: u16,
+    pub(crate) child: Child,
+    pub(crate) stdin: Option<ChildStdin>,
+}
+
+impl ServerProc {
+    /// Starts `program args…`, pinned to `cpu` if given, and reads its `PORT n` line.
+    pub(crate) fn start(
+        name: &'static str,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        cpu: Option<usize>,
+    ) -> Result<ServerProc> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(cpu) = cpu {
+            // SAFETY: `pin_to` only calls sched_setaffinity, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || pin_to(cpu));
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting the {name} server ({})", program.display()))?;
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .context("reading the child's port")?;
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow!("{name} server did not start (said {line:?})"))?;
+        Ok(ServerProc {
+            name,
+            port,
+            child,
+            stdin,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time used so far by all the child's threads.
+    pub(crate) fn cpu(&self) -> Duration {
+        cpu_time(self.pid())
+    }
+
+    /// `VmHWM` (peak resident set) and `VmRSS` of the child, in KiB.
+    pub(crate) fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    pub(crate) fn stop(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(
+                    status.success(),
+                    "{} server exited with {status}",
+                    self.name
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        let _ = self.child.wait();
+        bail!("{} server did not stop within 5 s", self.name)
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sum of on-CPU nanoseconds of every thread of `pid` (`/proc/<pid>/task/*/schedstat`).
+pub(crate) fn cpu_time(pid: u32) -> Duration {
+    let mut ns: u64 = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
+}
