@@ -205,8 +205,10 @@ pub(crate) fn report(
     println!();
     println!("## Open loop at half of ours' HTTP/1.1 keep-alive saturation ({rounds} runs each)");
     println!();
-    println!("| Pod | rate (req/s) | ours p50 ms | ours p99 ms | ours p99.9 ms | floor p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| Pod | rate (req/s) | ours p50 ms | ours p99 ms | ours p99.9 ms | floor p99 ms | pacer lateness p99 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut open_p99 = Vec::new();
     for (si, name) in size_name.iter().enumerate() {
         let mut o = open[&(si, Proto::H1, ours_i)].clone();
@@ -221,11 +223,12 @@ pub(crate) fn report(
         let p99: Vec<f64> = o.iter_mut().map(|r| r.pct(0.99)).collect();
         open_p99.push((name.clone(), spread(p99.clone())));
         println!(
-            "| {name} | {rate:.0} | {} | {} | {} | {} |",
+            "| {name} | {rate:.0} | {} | {} | {} | {} | {} |",
             show(o.iter_mut().map(|r| r.pct(0.50)).collect(), 2),
             show(p99, 2),
             show(o.iter_mut().map(|r| r.pct(0.999)).collect(), 2),
             show(f.iter_mut().map(|r| r.pct(0.99)).collect(), 2),
+            show(o.iter_mut().map(|r| r.pacer_pct(0.99)).collect(), 3),
         );
     }
     println!();
