@@ -680,9 +680,6 @@ mod tests {
         );
     }
 
-    /// Where JSON readers tend to differ (kept from the sonic-rs experiment, see
-    /// benches/BENCHMARKS.md, "JSON reader: serde_json vs sonic-rs"): a harness for any
-    /// other reader of the one pass.
     /// A realistic Pod review: annotations with escaped JSON, managed fields, numbers,
     /// probes, status: most of it skipped.
     fn corpus_body() -> Vec<u8> {
@@ -732,6 +729,9 @@ mod tests {
         .unwrap()
     }
 
+    /// Where JSON readers tend to differ (kept from the sonic-rs experiment, see
+    /// benches/BENCHMARKS.md, "JSON reader: serde_json vs sonic-rs"): a harness for any
+    /// other reader of the one pass.
     const TRICKY: &[&[u8]] = &[
         b"\xff",
         b"\xc3",
