@@ -139,8 +139,28 @@ pub(crate) struct Target {
     pub(crate) proc: ServerProc,
     /// One client per Pod size.
     clients: Vec<Client>,
-    /// Ours' answers are compared byte for byte; the others' by their effect.
-    exact: bool,
+    pub(crate) role: Role,
+}
+
+/// What a server is in the comparison, and so how its answers are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Answers a fixed body: ours' answer to the first request of each size.
+    Floor,
+    /// Answers exactly what `admission::review()` gives in-process, byte for byte.
+    Ours,
+    /// Its patch, applied to the Pod, has the effect of ours'.
+    Peer,
+}
+
+impl Target {
+    /// The index of the one target in `role` (`Floor` or `Ours`).
+    pub(crate) fn index(targets: &[Target], role: Role) -> usize {
+        targets
+            .iter()
+            .position(|t| t.role == role)
+            .expect("one of each")
+    }
 }
 
 fn drive() -> Result<()> {
@@ -218,17 +238,17 @@ fn drive() -> Result<()> {
         (
             "floor",
             ServerProc::start("floor", &exe, &ours_arg("floor"), server_cpu)?,
-            false,
+            Role::Floor,
         ),
         (
             "ours",
             ServerProc::start("ours", &exe, &ours_arg("ours"), server_cpu)?,
-            true,
+            Role::Ours,
         ),
         (
             "kube-rs",
             ServerProc::start("kube-rs", &exe, &ours_arg("kube-rs"), server_cpu)?,
-            false,
+            Role::Peer,
         ),
     ];
     let go_peer = std::env::var_os("LOADGEN_GO_PEER")
@@ -243,7 +263,7 @@ fn drive() -> Result<()> {
                 &["--serve".as_ref(), dir.path().as_os_str()],
                 server_cpu,
             )?,
-            false,
+            Role::Peer,
         ));
         format!("Go peer: {}", go_peer.display())
     } else {
@@ -254,7 +274,7 @@ fn drive() -> Result<()> {
     };
     let targets: Vec<Target> = procs
         .into_iter()
-        .map(|(name, proc, exact)| {
+        .map(|(name, proc, role)| {
             let clients = bodies
                 .iter()
                 .map(|b| Client {
@@ -268,15 +288,14 @@ fn drive() -> Result<()> {
                 name,
                 proc,
                 clients,
-                exact,
+                role,
             }
         })
         .collect();
-    let idx = |name: &str| targets.iter().position(|t| t.name == name).expect("target");
-    let (floor_i, ours_i) = (idx("floor"), idx("ours"));
-    let peers: Vec<usize> = (0..targets.len())
-        .filter(|&i| i != floor_i && i != ours_i)
-        .collect();
+    let (floor_i, ours_i) = (
+        Target::index(&targets, Role::Floor),
+        Target::index(&targets, Role::Ours),
+    );
     let hwm_idle: Vec<u64> = targets.iter().map(|t| t.proc.memory().0).collect();
 
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -337,24 +356,28 @@ fn drive() -> Result<()> {
                     for proto in [Proto::H1, Proto::H2] {
                         let mut s = t.clients[si].connect(proto).await?;
                         let got = t.clients[si].send(&mut s, i, proto == Proto::H1).await?;
-                        if t.name == "floor" {
-                            ensure!(i > 0 || got.as_ref() == want.as_slice(), "floor body differs");
-                        } else if t.exact {
-                            ensure!(
+                        match t.role {
+                            Role::Floor => ensure!(
+                                i > 0 || got.as_ref() == want.as_slice(),
+                                "floor body differs"
+                            ),
+                            Role::Ours => ensure!(
                                 got.as_ref() == want.as_slice(),
                                 "{} answered request {i} ({}) differently from admission::review",
                                 t.name,
                                 size_name[si]
-                            );
-                        } else {
-                            let e = effect(req, &got)
-                                .with_context(|| format!("{}'s answer to request {i}", t.name))?;
-                            ensure!(
-                                e == want_effect,
-                                "{} injects differently from ours on request {i} ({}): {e:?} vs {want_effect:?}",
-                                t.name,
-                                size_name[si]
-                            );
+                            ),
+                            Role::Peer => {
+                                let e = effect(req, &got).with_context(|| {
+                                    format!("{}'s answer to request {i}", t.name)
+                                })?;
+                                ensure!(
+                                    e == want_effect,
+                                    "{} injects differently from ours on request {i} ({}): {e:?} vs {want_effect:?}",
+                                    t.name,
+                                    size_name[si]
+                                );
+                            }
                         }
                     }
                 }
@@ -412,7 +435,7 @@ fn drive() -> Result<()> {
         .collect();
 
     report(
-        &targets, &size_name, &cells, &open, rounds, floor_i, ours_i, &peers, &hwm_idle, &idle,
+        &targets, &size_name, &cells, &open, rounds, &hwm_idle, &idle,
     );
     for t in targets {
         t.proc.stop()?;

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::client::{Proto, Run};
-use crate::{ENTRIES, IDLE_SECS, Target};
+use crate::{ENTRIES, IDLE_SECS, Role, Target};
 
 // ---------------------------------------------------------------- checks and statistics
 
@@ -99,19 +99,22 @@ pub(crate) fn show(v: Vec<f64>, prec: usize) -> String {
 }
 
 /// Prints the report: every figure is median [min–max] over the rounds.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn report(
     targets: &[Target],
     size_name: &[String],
     cells: &BTreeMap<(usize, Proto, usize), Vec<Run>>,
     open: &BTreeMap<(usize, Proto, usize), Vec<Run>>,
     rounds: usize,
-    floor_i: usize,
-    ours_i: usize,
-    peers: &[usize],
     hwm_idle: &[u64],
     idle: &[Duration],
 ) {
+    let (floor_i, ours_i) = (
+        Target::index(targets, Role::Floor),
+        Target::index(targets, Role::Ours),
+    );
+    let peers: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].role == Role::Peer)
+        .collect();
     let per_round = |si: usize, p: Proto, ti: usize, f: &dyn Fn(&Run) -> f64| -> Vec<f64> {
         cells[&(si, p, ti)].iter().map(f).collect()
     };

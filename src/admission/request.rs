@@ -665,16 +665,21 @@ mod tests {
     /// `not_utf8_is_refused_wherever_it_is`), so only UTF-8 bodies are compared.
     fn assert_same(body: &[u8]) {
         if std::str::from_utf8(body).is_err() {
-            assert!(
-                matches!(parse_review(body), Err(ReviewError::Malformed(m)) if m.starts_with("not UTF-8")),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_not_utf8(body);
             return;
         }
         assert_eq!(
             observed(parse_review(body)),
             observed(two_pass(body)),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+
+    /// `body` is refused as not UTF-8, before either reading.
+    fn assert_not_utf8(body: &[u8]) {
+        assert!(
+            matches!(parse_review(body), Err(ReviewError::Malformed(m)) if m.starts_with("not UTF-8")),
             "{}",
             String::from_utf8_lossy(body)
         );
@@ -970,12 +975,7 @@ mod tests {
             );
             let (head, tail) = body.split_once("MARK").expect("a marker");
             for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"a\xc3("] {
-                let broken = [head.as_bytes(), bad, tail.as_bytes()].concat();
-                assert!(
-                    matches!(parse_review(&broken), Err(ReviewError::Malformed(m)) if m.starts_with("not UTF-8")),
-                    "{}",
-                    String::from_utf8_lossy(&broken)
-                );
+                assert_not_utf8(&[head.as_bytes(), bad, tail.as_bytes()].concat());
             }
         }
     }
