@@ -15,6 +15,10 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::image::ImageRef;
+
+/// Indexes into `Config::registries` of the entries one image matches: a few at most, so
+/// on the stack (asked once per image of every reviewed pod).
+pub type EntryIds = smallvec::SmallVec<[usize; 4]>;
 use crate::matcher::{Matcher, Pattern, glob};
 
 /// `FILE:LINE:COL: reason` — the one error shape `check` prints and reload logs.
@@ -477,8 +481,8 @@ impl Config {
         img: &ImageRef,
         namespace: &str,
         labels: Option<&BTreeMap<String, String>>,
-    ) -> Vec<usize> {
-        let mut out: Vec<usize> = Vec::new();
+    ) -> EntryIds {
+        let mut out = EntryIds::new();
         self.matcher.for_each_match(img, |_, &i| {
             if !out.contains(&i) && self.registries[i].namespaces.contains(namespace, labels) {
                 out.push(i);

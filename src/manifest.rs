@@ -363,7 +363,7 @@ impl Evaluator<'_> {
             let plan = plan_pod(&dpod, &namespace, self.cfg, &facts);
             report.warnings = plan.warnings.clone();
             report.added_secrets = plan.add_secrets.clone();
-            report.forced_always = plan.force_always.iter().map(|t| t[..2].join("/")).collect();
+            report.forced_always = plan.force_always.iter().map(|f| f.site()).collect();
             // The same operations on the user's document (where the policy may be unset)
             // and on the defaulted pod: each is an `add`, so it applies either way.
             let ops = plan.patch(&[]);
@@ -432,7 +432,7 @@ impl Evaluator<'_> {
                     site: site.kind.noun(),
                     container: site.name.to_string(),
                     image: site.image.to_string(),
-                    registry: image::parse(site.image).ok().map(|r| r.domain),
+                    registry: image::parse(site.image).ok().map(|r| r.domain.to_string()),
                     rule,
                     mode: mode.as_str(),
                     message,

@@ -105,9 +105,10 @@ proptest! {
     #[test]
     fn valid_references_parse_and_round_trip(s in reference()) {
         let r = image::parse(&s).map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
-        let again = image::parse(&r.to_string()).unwrap();
+        let text = r.to_string();
+        let again = image::parse(&text).unwrap();
         prop_assert_eq!(&r, &again);
-        prop_assert!(s.starts_with(&r.domain) || r.domain == "docker.io");
+        prop_assert!(s.starts_with(r.domain) || r.domain == "docker.io");
     }
 
     #[test]

@@ -8,10 +8,10 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Value, json};
 
-use super::pod::{PodDoc, Site, SiteKind};
+use super::pod::{PodDoc, PolicyField, Site, SiteKind};
 use super::request::{AdmissionRequest, Operation, Verdict};
 use super::text;
-use crate::config::{Config, PullScope};
+use crate::config::{Config, EntryIds, PullScope};
 use crate::image;
 
 pub use super::pod::{INJECTED_ANNOTATION, MIRROR_ANNOTATION, OPT_OUT_ANNOTATION};
@@ -38,11 +38,12 @@ pub struct PodPlan {
     /// makes sure each deliverable one exists before the pod is admitted; a reference the
     /// pod brought itself is just as useless as one we added if the copy is missing.
     pub needed_secrets: Vec<String>,
-    /// Sites whose pull policy must become `Always` (tokens relative to the spec).
-    pub force_always: Vec<Vec<String>>,
+    /// Sites whose pull policy must become `Always`.
+    pub force_always: Vec<PolicyField>,
     pub warnings: Vec<String>,
-    /// The complete `spec.imagePullSecrets` after the change (existing entries verbatim).
-    merged_secrets: Vec<Value>,
+    /// The pod's own `spec.imagePullSecrets` entries, verbatim; the patch writes them
+    /// followed by `add_secrets`.
+    kept_secrets: Vec<Value>,
     /// The new value of the injected annotation, and whether an annotations map exists.
     annotation: Option<String>,
     has_annotations: bool,
@@ -60,19 +61,27 @@ impl PodPlan {
     /// looked like, and re-running on the result yields nothing.
     pub fn patch(&self, base: &[&str]) -> Vec<PatchOperation> {
         let ptr = |rest: &[&str]| PointerBuf::from_tokens(base.iter().chain(rest.iter()).copied());
-        let mut ops = Vec::new();
+        let mut ops = Vec::with_capacity(2 + self.force_always.len());
         if !self.add_secrets.is_empty() {
+            let merged = self
+                .kept_secrets
+                .iter()
+                .cloned()
+                .chain(self.add_secrets.iter().map(|s| json!({ "name": s })));
             ops.push(add(
                 ptr(&["spec", "imagePullSecrets"]),
-                Value::Array(self.merged_secrets.clone()),
+                Value::Array(merged.collect()),
             ));
         }
-        for tokens in &self.force_always {
-            let mut p = ptr(&["spec"]);
-            for t in tokens {
-                p.push_back(t.as_str());
-            }
-            ops.push(add(p, json!("Always")));
+        for field in &self.force_always {
+            let index = field.index.to_string();
+            let path = PointerBuf::from_tokens(
+                base.iter()
+                    .copied()
+                    .chain(["spec", field.kind.list(), index.as_str()])
+                    .chain(field.field_tokens().iter().copied()),
+            );
+            ops.push(add(path, json!("Always")));
         }
         if let Some(value) = &self.annotation {
             if self.has_annotations {
@@ -127,16 +136,16 @@ fn visit_site(
     ns: &str,
     cfg: &Config,
     facts: &NamespaceFacts,
-) -> Vec<usize> {
+) -> EntryIds {
     let matched = match image::parse(site.image) {
         Ok(img) => cfg.entries_for(&img, ns, facts.labels.as_ref()),
         Err(e) => {
             plan.warnings.push(invalid_image_warning(site, &e));
-            Vec::new()
+            EntryIds::new()
         }
     };
     if wants_always(cfg, &matched) && site.pull_policy != Some("Always") {
-        plan.force_always.push(site.policy_tokens());
+        plan.force_always.push(site.policy_field());
     }
     matched
 }
@@ -175,9 +184,7 @@ pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) ->
         }
     }
     if !wanted.is_empty() {
-        plan.merged_secrets = pod.pull_secrets().to_vec();
-        plan.merged_secrets
-            .extend(wanted.iter().map(|(s, _)| json!({ "name": s })));
+        plan.kept_secrets = pod.pull_secrets().to_vec();
         let mut recorded: Vec<&str> = pod
             .annotation(INJECTED_ANNOTATION)
             .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
@@ -247,7 +254,7 @@ pub fn mutate(
             .insert("injected-secrets".into(), plan.add_secrets.join(","));
     }
     if !plan.force_always.is_empty() {
-        let sites: Vec<String> = plan.force_always.iter().map(|t| t[..2].join("/")).collect();
+        let sites: Vec<String> = plan.force_always.iter().map(PolicyField::site).collect();
         verdict
             .audit_annotations
             .insert("forced-always-pull".into(), sites.join(","));

@@ -48,6 +48,31 @@ impl SiteKind {
     }
 }
 
+/// The pull-policy field of one site: `containers/0/imagePullPolicy`,
+/// `volumes/2/image/pullPolicy`. Two words instead of a list of strings, since the
+/// mutating path records one per image it forces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyField {
+    pub kind: SiteKind,
+    pub index: usize,
+}
+
+impl PolicyField {
+    /// `containers/0`: the site, as audit annotations and reports name it.
+    pub fn site(&self) -> String {
+        format!("{}/{}", self.kind.list(), self.index)
+    }
+
+    /// The field's path below the site (`imagePullPolicy`, or `image/pullPolicy` in an
+    /// image volume).
+    pub fn field_tokens(&self) -> &'static [&'static str] {
+        match self.kind {
+            SiteKind::ImageVolume => &["image", "pullPolicy"],
+            _ => &["imagePullPolicy"],
+        }
+    }
+}
+
 /// One image reference in a pod.
 #[derive(Debug, Clone)]
 pub struct Site<'a> {
@@ -59,20 +84,11 @@ pub struct Site<'a> {
 }
 
 impl Site<'_> {
-    /// JSON-pointer tokens of this site's pull-policy field, relative to the pod spec.
-    pub fn policy_tokens(&self) -> Vec<String> {
-        match self.kind {
-            SiteKind::ImageVolume => vec![
-                "volumes".into(),
-                self.index.to_string(),
-                "image".into(),
-                "pullPolicy".into(),
-            ],
-            k => vec![
-                k.list().into(),
-                self.index.to_string(),
-                "imagePullPolicy".into(),
-            ],
+    /// Where this site's pull policy lives.
+    pub fn policy_field(&self) -> PolicyField {
+        PolicyField {
+            kind: self.kind,
+            index: self.index,
         }
     }
 

@@ -77,7 +77,7 @@ fn judge_site(
             return;
         }
     };
-    let registry = text::escape(&img.domain, text::FIELD_MAX);
+    let registry = text::escape(img.domain, text::FIELD_MAX);
     if let Some((p, _)) = rules.deny.first_match(&img) {
         let pattern = p.as_str();
         out.push(Offence {

@@ -183,7 +183,7 @@ pub(crate) fn audit<'a>(
                 site: site.kind.noun(),
                 container: site.name.to_string(),
                 image: site.image.to_string(),
-                registry: image::parse(site.image).ok().map(|r| r.domain),
+                registry: image::parse(site.image).ok().map(|r| r.domain.to_string()),
                 rule: o.rule,
                 result: Verdict::of(judged.mode),
                 mode: judged.mode.as_str(),

@@ -411,7 +411,7 @@ fn reference_test_test_parse_named() {
         let is_canonical = r.to_string() == input;
         assert_eq!(is_canonical, canonical.is_some(), "{input} -> {r}");
         if let Some((domain, path)) = canonical {
-            assert_eq!((r.domain.as_str(), r.path.as_str()), (domain, path));
+            assert_eq!((r.domain, &*r.path), (domain, path));
         }
     }
 }
@@ -640,7 +640,7 @@ fn normalize_test_test_parse_reference_with_tag_and_digest() {
         "busybox:latest@sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa";
     let r = parse(short).unwrap();
     assert_eq!(r.to_string(), format!("docker.io/library/{short}"));
-    assert_eq!(r.tag.as_deref(), Some("latest"));
+    assert_eq!(r.tag, Some("latest"));
     assert!(r.digest.is_some());
 }
 
@@ -729,11 +729,7 @@ fn normalize_test_test_normalized_split_hostname() {
         ("docker.io/library/foo/bar", "docker.io", "library/foo/bar"),
     ] {
         let r = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
-        assert_eq!(
-            (r.domain.as_str(), r.path.as_str()),
-            (domain, path),
-            "{input}"
-        );
+        assert_eq!((r.domain, &*r.path), (domain, path), "{input}");
     }
 }
 
@@ -761,7 +757,7 @@ fn normalize_test_test_parse_docker_ref() {
     let d = "sha256:e6693c20186f837fc393390135d8a598a96a833917917789d63766cab6c59582";
     let docker_ref = |r: &ImageRef| match &r.digest {
         Some(d) => format!("{}@{d}", r.name()),
-        None => format!("{}:{}", r.name(), r.tag.as_deref().unwrap_or("latest")),
+        None => format!("{}:{}", r.name(), r.tag.unwrap_or("latest")),
     };
     for (name, input, expected) in [
         (
@@ -1052,7 +1048,7 @@ fn ipv6_literals_follow_the_upstream_grammar() {
         ("[1::2::3]/x", "[1::2::3]"),
         ("[FD00::1]/x", "[FD00::1]"),
     ] {
-        assert_eq!(parse(input).map(|r| r.domain), Ok(domain.to_string()));
+        assert_eq!(parse(input).map(|r| r.domain), Ok(domain));
     }
     for input in [
         "[2001:db8:3:4::192.0.2.33]:5000/x",

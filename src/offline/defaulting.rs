@@ -26,7 +26,7 @@ use crate::image;
 /// The policy the API server gives an image whose pull policy is unset.
 pub(crate) fn default_policy(image_ref: &str) -> &'static str {
     match image::parse(image_ref) {
-        Ok(r) if r.tag.as_deref() == Some("latest") => "Always",
+        Ok(r) if r.tag == Some("latest") => "Always",
         Ok(r) if r.tag.is_none() && r.digest.is_none() => "Always",
         _ => "IfNotPresent",
     }
