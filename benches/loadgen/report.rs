@@ -209,9 +209,9 @@ pub(crate) fn report(
     println!("## Open loop at half of ours' HTTP/1.1 keep-alive saturation ({rounds} runs each)");
     println!();
     println!(
-        "| Pod | rate (req/s) | ours p50 ms | ours p99 ms | ours p99.9 ms | floor p99 ms | pacer lateness p99 ms |"
+        "| Pod | rate (req/s) | ours p50 ms | ours p99 ms | ours p99.9 ms | floor p99 ms | pacer lateness p99 ms | server CPU µs/review: floor / ours (ratio) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut open_p99 = Vec::new();
     for (si, name) in size_name.iter().enumerate() {
         let mut o = open[&(si, Proto::H1, ours_i)].clone();
@@ -225,13 +225,23 @@ pub(crate) fn report(
         );
         let p99: Vec<f64> = o.iter_mut().map(|r| r.pct(0.99)).collect();
         open_p99.push((name.clone(), spread(p99.clone())));
+        // The same rate for both, so neither profits from the client being too busy to
+        // sleep: at saturation a faster server finds the client awake more often and is
+        // spared the cost of waking it (see BENCHMARKS.md).
+        let (f_cpu, o_cpu): (Vec<f64>, Vec<f64>) = (
+            f.iter().map(Run::cpu_per_req).collect(),
+            o.iter().map(Run::cpu_per_req).collect(),
+        );
+        let equal_rate_ratio = median(o_cpu.iter().zip(&f_cpu).map(|(o, f)| o / f).collect());
         println!(
-            "| {name} | {rate:.0} | {} | {} | {} | {} | {} |",
+            "| {name} | {rate:.0} | {} | {} | {} | {} | {} | {:.1} / {:.1} ({equal_rate_ratio:.2}) |",
             show(o.iter_mut().map(|r| r.pct(0.50)).collect(), 2),
             show(p99, 2),
             show(o.iter_mut().map(|r| r.pct(0.999)).collect(), 2),
             show(f.iter_mut().map(|r| r.pct(0.99)).collect(), 2),
             show(o.iter_mut().map(|r| r.pacer_pct(0.99)).collect(), 3),
+            median(f_cpu),
+            median(o_cpu),
         );
     }
     println!();
