@@ -15,11 +15,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::image::ImageRef;
+use crate::matcher::{Matcher, Pattern, glob};
 
 /// Indexes into `Config::registries` of the entries one image matches: a few at most, so
 /// on the stack (asked once per image of every reviewed pod).
 pub type EntryIds = smallvec::SmallVec<[usize; 4]>;
-use crate::matcher::{Matcher, Pattern, glob};
 
 /// `FILE:LINE:COL: reason` — the one error shape `check` prints and reload logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
