@@ -60,7 +60,7 @@ fn requests(bodies: &[Vec<u8>]) -> Vec<(String, AdmissionRequest<'_>)> {
         .collect()
 }
 
-fn pods(bodies: &[Vec<u8>]) -> Vec<PodDoc> {
+fn pods(bodies: &[Vec<u8>]) -> Vec<PodDoc<'_>> {
     requests(bodies)
         .iter()
         .map(|(_, r)| r.pod().expect("a pod").expect("readable").into_owned())

@@ -101,7 +101,7 @@ enum Object<'a> {
     /// (partially, `PodDoc`) only when the decision asks for the pod.
     Raw(&'a RawValue),
     /// A Pod read in the envelope's pass.
-    Inline(Box<InlinePod>),
+    Inline(Box<InlinePod<'a>>),
 }
 
 /// The request exactly as serde's derive reads it; `AdmissionRequest`'s `Deserialize`.
@@ -272,7 +272,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OnePass<'a> {
     }
 }
 
-impl AdmissionRequest<'_> {
+impl<'a> AdmissionRequest<'a> {
     pub fn is_core_pod(&self) -> bool {
         is_core_pod(&self.kind, &self.resource)
     }
@@ -328,18 +328,18 @@ impl AdmissionRequest<'_> {
     }
 
     /// The pod under review, read partially; `None` when there is no object.
-    pub fn pod(&self) -> Option<Result<Cow<'_, PodDoc>, PodShapeError>> {
+    pub fn pod(&self) -> Option<Result<Cow<'_, PodDoc<'a>>, PodShapeError>> {
         self.object.as_ref().map(Object::pod)
     }
 
     /// The stored pod of an UPDATE, if it can be read.
-    pub fn old_pod(&self) -> Option<Cow<'_, PodDoc>> {
+    pub fn old_pod(&self) -> Option<Cow<'_, PodDoc<'a>>> {
         self.old_object.as_ref().and_then(|o| o.pod().ok())
     }
 }
 
-impl Object<'_> {
-    fn pod(&self) -> Result<Cow<'_, PodDoc>, PodShapeError> {
+impl<'a> Object<'a> {
+    fn pod(&self) -> Result<Cow<'_, PodDoc<'a>>, PodShapeError> {
         match self {
             Object::Raw(raw) => PodDoc::parse(raw.get()).map(Cow::Owned),
             Object::Inline(p) => Ok(Cow::Borrowed(&p.pod)),

@@ -126,7 +126,7 @@ fn judge_site(
 }
 
 /// All image strings of a pod (every container kind and image volume).
-fn image_set(pod: Option<&PodDoc>) -> HashSet<&str> {
+fn image_set<'p>(pod: Option<&'p PodDoc<'_>>) -> HashSet<&'p str> {
     pod.map(|p| p.sites().into_iter().map(|s| s.image).collect())
         .unwrap_or_default()
 }

@@ -20,7 +20,7 @@ pub(crate) struct AuditPod {
     pub(crate) name: String,
     pub(crate) uid: Option<String>,
     /// The images and pull policies, or why they could not be read.
-    pub(crate) doc: Result<PodDoc, PodShapeError>,
+    pub(crate) doc: Result<PodDoc<'static>, PodShapeError>,
 }
 
 impl AuditPod {
@@ -35,7 +35,7 @@ impl AuditPod {
         }
         let doc = serde_json::to_value(pod)
             .map_err(|e| PodShapeError(e.to_string()))
-            .and_then(|v| PodDoc::from_value(&v));
+            .and_then(|v| PodDoc::from_value(&v).map(PodDoc::into_owned));
         Some(AuditPod {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
