@@ -98,10 +98,23 @@ pub fn split_host_port(domain: &str) -> (&str, Option<&str>) {
         }
         return (domain, None);
     }
-    match domain.rsplit_once(':') {
+    match rsplit_at(domain, b':') {
         Some((h, p)) => (h, Some(p)),
         None => (domain, None),
     }
+}
+
+/// `s.split_once(b as char)` for an ASCII byte, by a plain scan: image references are
+/// short, and `str`'s searcher costs more to set up than the scan (profiled per review).
+fn split_at(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|c| c == b)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `s.rsplit_once(b as char)` for an ASCII byte.
+fn rsplit_at(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().rposition(|c| c == b)?;
+    Some((&s[..i], &s[i + 1..]))
 }
 
 /// The longest normalised repository path `distribution/reference` accepts.
@@ -131,7 +144,7 @@ pub fn parse(input: &str) -> Result<ImageRef<'_>, ImageError> {
     // `splitDockerDomain`: the first '/'-separated component of the whole input decides,
     // before the tag or digest is split off, and a single component is always Docker Hub
     // (so `localhost:5000` is `library/localhost` with tag `5000`).
-    let (domain, remainder) = match input.split_once('/') {
+    let (domain, remainder) = match split_at(input, b'/') {
         None => ("docker.io", input),
         Some((first, rest)) => {
             if first == "localhost" || first.contains(['.', ':']) {
@@ -151,14 +164,14 @@ pub fn parse(input: &str) -> Result<ImageRef<'_>, ImageError> {
 
     // Upstream checks case on everything up to the first ':' before the grammar, so that
     // `ghcr.io/Org/app` says "must be lowercase" rather than "invalid format".
-    let remote = remainder.split_once(':').map_or(remainder, |(r, _)| r);
+    let remote = split_at(remainder, b':').map_or(remainder, |(r, _)| r);
     if remote.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(ImageError::Uppercase);
     }
     validate_domain(domain)?;
     let (repo, tag, digest) = parse_remote(remainder)?;
 
-    let path = if domain == "docker.io" && !repo.contains('/') {
+    let path = if domain == "docker.io" && !repo.as_bytes().contains(&b'/') {
         Cow::Owned(format!("library/{repo}"))
     } else {
         Cow::Borrowed(repo)
@@ -186,14 +199,14 @@ fn is_identifier(s: &str) -> bool {
 fn parse_remote(s: &str) -> Result<(&str, Option<&str>, Option<&str>), ImageError> {
     // '@' and ':' occur nowhere else here: not in a remote name, a tag or the digest's
     // algorithm.
-    let (name_tag, digest) = match s.split_once('@') {
+    let (name_tag, digest) = match split_at(s, b'@') {
         Some((n, d)) => {
             validate_digest(d)?;
             (n, Some(d))
         }
         None => (s, None),
     };
-    let (name, tag) = match name_tag.split_once(':') {
+    let (name, tag) = match split_at(name_tag, b':') {
         Some((n, t)) => {
             validate_tag(t)?;
             (n, Some(t))
