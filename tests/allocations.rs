@@ -12,7 +12,8 @@ use std::cell::Cell;
 use pullsecret_injector::admission::{self, Endpoint, NamespaceFacts};
 use pullsecret_injector::config::Config;
 use pullsecret_injector::image;
-use serde_json::json;
+
+mod support;
 
 struct Counting;
 
@@ -118,31 +119,16 @@ fn matching_allocates_nothing_with_a_thousand_entries() {
     assert_eq!((n, hits), (0, 2));
 }
 
+/// A CREATE review of a Pod with one container per image (the shared test helpers').
 fn review_body(images: &[&str]) -> Vec<u8> {
-    let containers: Vec<_> = images
+    let names: Vec<String> = (0..images.len()).map(|i| format!("c{i}")).collect();
+    let containers: Vec<(&str, &str)> = names
         .iter()
-        .enumerate()
-        .map(|(i, img)| json!({"name": format!("c{i}"), "image": img, "imagePullPolicy": "IfNotPresent"}))
+        .map(String::as_str)
+        .zip(images.iter().copied())
         .collect();
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0b5e4f1c-4b9c-4b1e-9d1a-000000000001",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "tester"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "p", "namespace": "team-a"},
-                "spec": {"containers": containers}
-            }
-        }
-    }))
-    .expect("serialisable")
+    let review = support::review_for(support::pod(&containers), "team-a", "CREATE");
+    serde_json::to_vec(&review).expect("serialisable")
 }
 
 #[test]
