@@ -170,12 +170,6 @@ impl std::ops::Deref for Text<'_> {
     }
 }
 
-impl Text<'_> {
-    fn into_owned(self) -> Text<'static> {
-        Text(Cow::Owned(self.0.into_owned()))
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -242,49 +236,6 @@ struct SpecDoc<'a> {
     /// Kept verbatim: existing entries are re-emitted exactly as received.
     #[serde(default)]
     image_pull_secrets: Option<Vec<Value>>,
-}
-
-fn owned(s: Option<Text<'_>>) -> Option<Text<'static>> {
-    s.map(Text::into_owned)
-}
-
-impl ContainerDoc<'_> {
-    fn into_owned(self) -> ContainerDoc<'static> {
-        ContainerDoc {
-            name: owned(self.name),
-            image: owned(self.image),
-            image_pull_policy: owned(self.image_pull_policy),
-        }
-    }
-}
-
-impl VolumeDoc<'_> {
-    fn into_owned(self) -> VolumeDoc<'static> {
-        VolumeDoc {
-            name: owned(self.name),
-            image: self.image.map(|i| ImageSourceDoc {
-                reference: owned(i.reference),
-                pull_policy: owned(i.pull_policy),
-            }),
-        }
-    }
-}
-
-impl SpecDoc<'_> {
-    fn into_owned(self) -> SpecDoc<'static> {
-        let containers = |v: Option<Vec<ContainerDoc<'_>>>| {
-            v.map(|v| v.into_iter().map(ContainerDoc::into_owned).collect())
-        };
-        SpecDoc {
-            init_containers: containers(self.init_containers),
-            containers: containers(self.containers),
-            ephemeral_containers: containers(self.ephemeral_containers),
-            volumes: self
-                .volumes
-                .map(|v| v.into_iter().map(VolumeDoc::into_owned).collect()),
-            image_pull_secrets: self.image_pull_secrets,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -477,17 +428,18 @@ impl<'a> PodDoc<'a> {
         let d = Doc::deserialize(v).map_err(|e| PodShapeError(e.to_string()))?;
         Self::from_doc(d)
     }
+}
 
-    /// The same pod, owning its strings: for keeping it beyond the text it was read from
+impl PodDoc<'static> {
+    /// Reads a Pod it takes over, owning its strings: for keeping it beyond any text
     /// (the audit's per-pod cache).
-    pub fn into_owned(self) -> PodDoc<'static> {
-        PodDoc {
-            has_metadata: self.has_metadata,
-            annotations: self.annotations,
-            spec: self.spec.into_owned(),
-        }
+    pub fn from_owned_value(v: Value) -> Result<PodDoc<'static>, PodShapeError> {
+        let d = Doc::deserialize(v).map_err(|e| PodShapeError(e.to_string()))?;
+        Self::from_doc(d)
     }
+}
 
+impl<'a> PodDoc<'a> {
     pub fn has_metadata(&self) -> bool {
         self.has_metadata
     }
@@ -619,8 +571,8 @@ mod tests {
                 ("escaped", "ghcr.io/acme/app:2")
             ]
         );
-        // Kept beyond the text, the same pod reads the same.
-        let owned = p.clone().into_owned();
+        // Read from a value it owns, the same pod reads the same.
+        let owned = PodDoc::from_owned_value(serde_json::from_str(text).unwrap()).unwrap();
         let again: Vec<_> = owned.sites().iter().map(|s| (s.name, s.image)).collect();
         assert_eq!(again, sites);
     }

@@ -35,7 +35,7 @@ impl AuditPod {
         }
         let doc = serde_json::to_value(pod)
             .map_err(|e| PodShapeError(e.to_string()))
-            .and_then(|v| PodDoc::from_value(&v).map(PodDoc::into_owned));
+            .and_then(PodDoc::from_owned_value);
         Some(AuditPod {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
