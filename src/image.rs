@@ -258,15 +258,12 @@ fn is_domain_name(host: &str) -> bool {
 
 /// `remote-name`: one or more '/'-separated path components.
 fn validate_remote_name(name: &str) -> Result<(), ImageError> {
-    // By byte offset rather than `str::split`, whose searcher costs more than the check.
-    let mut start = 0;
-    for (i, b) in name.bytes().enumerate() {
-        if b == b'/' {
-            validate_component(&name[start..i])?;
-            start = i + 1;
-        }
+    let mut rest = name;
+    while let Some((component, more)) = split_at(rest, b'/') {
+        validate_component(component)?;
+        rest = more;
     }
-    validate_component(&name[start..])
+    validate_component(rest)
 }
 
 /// `[a-z0-9]+ (separator [a-z0-9]+)*` with separators `.`, `_`, `__`, `-+`.
@@ -326,9 +323,7 @@ fn validate_tag(t: &str) -> Result<(), ImageError> {
 
 /// go-digest `Parse`: only registered algorithms, lower-case hex of the exact length.
 fn validate_digest(d: &str) -> Result<(), ImageError> {
-    let (alg, hex) = d
-        .split_once(':')
-        .ok_or_else(|| ImageError::InvalidDigest(d.to_string()))?;
+    let (alg, hex) = split_at(d, b':').ok_or_else(|| ImageError::InvalidDigest(d.to_string()))?;
     let want = match alg {
         "sha256" => 64,
         "sha384" => 96,
