@@ -147,64 +147,68 @@ pub(crate) fn report(
     };
     let cpu = |r: &Run| r.cpu_per_req();
     let rps = |r: &Run| r.rps();
+    // One row per size and protocol: the Pod and protocol cells, then `cells(si, p)`.
+    let rows = |cells: &mut dyn FnMut(usize, Proto) -> Vec<String>| {
+        for (si, name) in size_name.iter().enumerate() {
+            for p in Proto::ALL {
+                let mut row = vec![name.clone(), p.label().to_string()];
+                row.extend(cells(si, p));
+                println!("| {} |", row.join(" | "));
+            }
+        }
+    };
 
     println!("## Server CPU per review (µs; median [min–max] of {rounds} rounds)");
     println!();
     header(&["ours ÷ floor", "best peer ÷ ours"]);
-    for (si, name) in size_name.iter().enumerate() {
-        for p in Proto::ALL {
-            let mut row = vec![name.clone(), p.label().to_string()];
-            for ti in 0..targets.len() {
-                row.push(show(per_round(si, p, ti, &cpu), 1));
-            }
-            let ours = per_round(si, p, ours_i, &cpu);
-            row.push(show(
-                ratio(ours.clone(), per_round(si, p, floor_i, &cpu)),
-                2,
-            ));
-            row.push(show(ratio(best_peer(si, p, &cpu, false), ours), 1));
-            println!("| {} |", row.join(" | "));
-        }
-    }
+    rows(&mut |si, p| {
+        let mut row: Vec<String> = (0..targets.len())
+            .map(|ti| show(per_round(si, p, ti, &cpu), 1))
+            .collect();
+        let ours = per_round(si, p, ours_i, &cpu);
+        row.push(show(
+            ratio(ours.clone(), per_round(si, p, floor_i, &cpu)),
+            2,
+        ));
+        row.push(show(ratio(best_peer(si, p, &cpu, false), ours), 1));
+        row
+    });
     println!();
     println!("## Throughput (req/s; median [min–max]) and ours' client CPU");
     println!();
     header(&["ours ÷ best peer", "client CPU µs/req (ours)"]);
-    for (si, name) in size_name.iter().enumerate() {
-        for p in Proto::ALL {
-            let mut row = vec![name.clone(), p.label().to_string()];
-            for ti in 0..targets.len() {
-                row.push(show(per_round(si, p, ti, &rps), 0));
-            }
-            row.push(show(
-                ratio(per_round(si, p, ours_i, &rps), best_peer(si, p, &rps, true)),
-                1,
-            ));
-            row.push(show(
-                per_round(si, p, ours_i, &|r: &Run| r.client_cpu_per_req()),
-                1,
-            ));
-            println!("| {} |", row.join(" | "));
-        }
-    }
+    rows(&mut |si, p| {
+        let mut row: Vec<String> = (0..targets.len())
+            .map(|ti| show(per_round(si, p, ti, &rps), 0))
+            .collect();
+        row.push(show(
+            ratio(per_round(si, p, ours_i, &rps), best_peer(si, p, &rps, true)),
+            1,
+        ));
+        row.push(show(
+            per_round(si, p, ours_i, &|r: &Run| r.client_cpu_per_req()),
+            1,
+        ));
+        row
+    });
     println!();
     println!("## Closed-loop latency (ms; p50 / p99, medians of the rounds)");
     println!();
     header(&[]);
     let mut errors = vec![0usize; targets.len()];
-    for (si, name) in size_name.iter().enumerate() {
-        for p in Proto::ALL {
-            let mut row = vec![name.clone(), p.label().to_string()];
-            for (ti, e) in errors.iter_mut().enumerate() {
+    rows(&mut |si, p| {
+        errors
+            .iter_mut()
+            .enumerate()
+            .map(|(ti, e)| {
                 let mut runs = cells[&(si, p, ti)].clone();
                 *e += runs.iter().map(|r| r.errors).sum::<usize>();
                 let p50 = median(runs.iter_mut().map(|r| r.pct(0.50)).collect());
                 let p99 = median(runs.iter_mut().map(|r| r.pct(0.99)).collect());
-                row.push(format!("{p50:.2} / {p99:.2}"));
-            }
-            println!("| {} |", row.join(" | "));
-        }
-    }
+                format!("{p50:.2} / {p99:.2}")
+            })
+            .collect()
+    });
     println!();
     println!("## Open loop at half of ours' HTTP/1.1 keep-alive saturation ({rounds} runs each)");
     println!();
@@ -218,11 +222,7 @@ pub(crate) fn report(
         let mut f = open[&(si, Proto::H1, floor_i)].clone();
         errors[ours_i] += o.iter().map(|r| r.errors).sum::<usize>();
         errors[floor_i] += f.iter().map(|r| r.errors).sum::<usize>();
-        let rate = median(
-            o.iter()
-                .map(|r| r.lat.len() as f64 / r.elapsed.as_secs_f64())
-                .collect(),
-        );
+        let rate = median(o.iter().map(Run::rps).collect());
         let p99: Vec<f64> = o.iter_mut().map(|r| r.pct(0.99)).collect();
         open_p99.push((name.clone(), spread(p99.clone())));
         // The same rate for both, so neither profits from the client being too busy to
@@ -232,7 +232,7 @@ pub(crate) fn report(
             f.iter().map(Run::cpu_per_req).collect(),
             o.iter().map(Run::cpu_per_req).collect(),
         );
-        let equal_rate_ratio = median(o_cpu.iter().zip(&f_cpu).map(|(o, f)| o / f).collect());
+        let equal_rate_ratio = median(ratio(o_cpu.clone(), f_cpu.clone()));
         println!(
             "| {name} | {rate:.0} | {} | {} | {} | {} | {} | {:.1} / {:.1} ({equal_rate_ratio:.2}) |",
             show(o.iter_mut().map(|r| r.pct(0.50)).collect(), 2),
