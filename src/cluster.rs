@@ -25,7 +25,7 @@ pub trait Cluster: Send + Sync {
         &'a self,
         config: &'a Config,
         namespace: &'a str,
-        secrets: &'a [String],
+        secrets: &'a [&'a str],
     ) -> BoxFuture<'a, Result<(), EnsureError>>;
 
     /// True once caches are synced and the API server is reachable; readiness follows it.
@@ -45,7 +45,7 @@ impl Cluster for NoCluster {
         &'a self,
         _config: &'a Config,
         _namespace: &'a str,
-        _secrets: &'a [String],
+        _secrets: &'a [&'a str],
     ) -> BoxFuture<'a, Result<(), EnsureError>> {
         Box::pin(async { Ok(()) })
     }

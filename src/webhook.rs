@@ -98,7 +98,7 @@ impl Webhook {
                 self.metrics
                     .secrets_injected
                     .get_or_create(&RegistryLabels {
-                        registry: registry.clone(),
+                        registry: registry.to_string(),
                     })
                     .inc();
             }

@@ -30,21 +30,21 @@ impl Endpoint {
 
 /// A decided review: the verdict plus what callers log and count.
 #[derive(Debug, Clone)]
-pub struct Decided {
+pub struct Decided<'c> {
     pub verdict: Verdict,
     /// Present for mutations that planned changes (secrets added, pull policies forced).
-    pub plan: Option<PodPlan>,
+    pub plan: Option<PodPlan<'c>>,
     /// Registry-rule offences found by `/validate`, whatever the mode did with them.
     pub offences: usize,
 }
 
 /// The pure decision for one parsed request.
-pub fn decide(
+pub fn decide<'c>(
     endpoint: Endpoint,
     req: &AdmissionRequest,
-    cfg: &Config,
+    cfg: &'c Config,
     facts: &NamespaceFacts,
-) -> Decided {
+) -> Decided<'c> {
     let (mut verdict, plan, offences) = match endpoint {
         Endpoint::Mutate => {
             let (v, p) = mutate::mutate(req, cfg, facts);

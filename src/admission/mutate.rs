@@ -3,6 +3,7 @@
 //! about the namespace in, verdict out.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
@@ -25,19 +26,21 @@ pub struct NamespaceFacts {
     pub secrets: Option<HashSet<String>>,
 }
 
-/// The changes one pod (or pod template) needs.
+/// The changes one pod (or pod template) needs. Secret and registry names are borrowed
+/// from the `Config` the plan was made with (`'c`): a 30-site review used to clone about
+/// forty of them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PodPlan {
+pub struct PodPlan<'c> {
     /// Secrets to add, in the order first needed, none already present.
-    pub add_secrets: Vec<String>,
+    pub add_secrets: Vec<&'c str>,
     /// `(secret, registry entry name)` for each added secret, for logs and metrics.
-    pub added_by: Vec<(String, String)>,
+    pub added_by: Vec<(&'c str, &'c str)>,
     /// Every secret the pod's images need from in-scope entries, in the order first
     /// needed: the added ones and those the pod already lists (from its manifest, or
     /// copied from its ServiceAccount by the ServiceAccount admission plugin). The webhook
     /// makes sure each deliverable one exists before the pod is admitted; a reference the
     /// pod brought itself is just as useless as one we added if the copy is missing.
-    pub needed_secrets: Vec<String>,
+    pub needed_secrets: Vec<&'c str>,
     /// Sites whose pull policy must become `Always`.
     pub force_always: Vec<PolicyField>,
     pub warnings: Vec<String>,
@@ -50,7 +53,7 @@ pub struct PodPlan {
     has_metadata: bool,
 }
 
-impl PodPlan {
+impl PodPlan<'_> {
     pub fn is_empty(&self) -> bool {
         self.add_secrets.is_empty() && self.force_always.is_empty()
     }
@@ -73,12 +76,13 @@ impl PodPlan {
                 Value::Array(merged.collect()),
             ));
         }
+        let mut index = itoa::Buffer::new();
         for field in &self.force_always {
-            let index = field.index.to_string();
+            let index = index.format(field.index);
             let path = PointerBuf::from_tokens(
                 base.iter()
                     .copied()
-                    .chain(["spec", field.kind.list(), index.as_str()])
+                    .chain(["spec", field.kind.list(), index])
                     .chain(field.field_tokens().iter().copied()),
             );
             ops.push(add(path, json!("Always")));
@@ -131,7 +135,7 @@ fn invalid_image_warning(site: &Site, err: &image::ImageError) -> String {
 /// The in-scope registry entries of one image; records a warning for an unparseable
 /// image and whether its pull policy must be forced to `Always`.
 fn visit_site(
-    plan: &mut PodPlan,
+    plan: &mut PodPlan<'_>,
     site: &Site,
     ns: &str,
     cfg: &Config,
@@ -151,22 +155,28 @@ fn visit_site(
 }
 
 /// Plans the changes for a pod being created (or a template that will create pods).
-pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) -> PodPlan {
+pub fn plan_pod<'c>(
+    pod: &PodDoc,
+    ns: &str,
+    cfg: &'c Config,
+    facts: &NamespaceFacts,
+) -> PodPlan<'c> {
     let mut plan = PodPlan {
         has_annotations: pod.has_annotations(),
         has_metadata: pod.has_metadata(),
         ..Default::default()
     };
     let existing = pod.pull_secret_names();
-    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut wanted: Vec<(&'c str, &'c str)> = Vec::new();
     for site in pod.sites() {
         let matched = visit_site(&mut plan, &site, ns, cfg, facts);
         for &i in &matched {
             let r = &cfg.registries[i];
-            if !plan.needed_secrets.contains(&r.secret) {
-                plan.needed_secrets.push(r.secret.clone());
+            let secret = r.secret.as_str();
+            if !plan.needed_secrets.contains(&secret) {
+                plan.needed_secrets.push(secret);
             }
-            if wanted.iter().any(|(s, _)| s == &r.secret) || existing.contains(&r.secret.as_str()) {
+            if wanted.iter().any(|(s, _)| *s == secret) || existing.contains(&secret) {
                 continue;
             }
             let missing = facts
@@ -180,7 +190,7 @@ pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) ->
                 ));
                 continue;
             }
-            wanted.push((r.secret.clone(), r.name.clone()));
+            wanted.push((secret, r.name.as_str()));
         }
     }
     if !wanted.is_empty() {
@@ -189,13 +199,13 @@ pub fn plan_pod(pod: &PodDoc, ns: &str, cfg: &Config, facts: &NamespaceFacts) ->
             .annotation(INJECTED_ANNOTATION)
             .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
-        for (s, _) in &wanted {
-            if !recorded.contains(&s.as_str()) {
+        for &(s, _) in &wanted {
+            if !recorded.contains(&s) {
                 recorded.push(s);
             }
         }
         plan.annotation = Some(recorded.join(","));
-        plan.add_secrets = wanted.iter().map(|(s, _)| s.clone()).collect();
+        plan.add_secrets = wanted.iter().map(|&(s, _)| s).collect();
         plan.added_by = wanted;
     }
     plan
@@ -216,11 +226,11 @@ pub fn skip_reason(pod: &PodDoc, ns: &str, cfg: &Config) -> Option<&'static str>
 
 /// The `/mutate` decision. Never denies: a mutator that denies turns its own bugs into
 /// outages; enforcement is the validating endpoint's job.
-pub fn mutate(
+pub fn mutate<'c>(
     req: &AdmissionRequest,
-    cfg: &Config,
+    cfg: &'c Config,
     facts: &NamespaceFacts,
-) -> (Verdict, Option<PodPlan>) {
+) -> (Verdict, Option<PodPlan<'c>>) {
     let mut verdict = Verdict::allow();
     if !req.is_core_pod() {
         return (verdict, None);
@@ -254,10 +264,17 @@ pub fn mutate(
             .insert("injected-secrets".into(), plan.add_secrets.join(","));
     }
     if !plan.force_always.is_empty() {
-        let sites: Vec<String> = plan.force_always.iter().map(PolicyField::site).collect();
+        let mut sites = String::new();
+        for field in &plan.force_always {
+            if !sites.is_empty() {
+                sites.push(',');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(sites, "{field}");
+        }
         verdict
             .audit_annotations
-            .insert("forced-always-pull".into(), sites.join(","));
+            .insert("forced-always-pull".into(), sites);
     }
     (verdict, Some(plan))
 }
@@ -304,13 +321,13 @@ pub fn missing_secret_warnings(
     out
 }
 
-fn plan_ephemeral(
+fn plan_ephemeral<'c>(
     pod: &PodDoc,
     old: Option<&PodDoc>,
     ns: &str,
-    cfg: &Config,
+    cfg: &'c Config,
     facts: &NamespaceFacts,
-) -> PodPlan {
+) -> PodPlan<'c> {
     let sites = new_ephemeral_sites(pod, old);
     let mut plan = PodPlan::default();
     for site in &sites {
@@ -336,10 +353,12 @@ registries:
     namespaces: {include: ["team-*"]}
 "#;
 
-    fn plan(pod: &str, ns: &str) -> PodPlan {
-        let cfg = Config::parse(CFG, "t.yaml").unwrap();
+    /// The plan borrows its names from the config, so the config outlives every test.
+    fn plan(pod: &str, ns: &str) -> PodPlan<'static> {
+        static CONFIG: std::sync::LazyLock<Config> =
+            std::sync::LazyLock::new(|| Config::parse(CFG, "t.yaml").unwrap());
         let pod = PodDoc::parse(pod).unwrap();
-        plan_pod(&pod, ns, &cfg, &NamespaceFacts::default())
+        plan_pod(&pod, ns, &CONFIG, &NamespaceFacts::default())
     }
 
     /// A secret the pod already lists (from its ServiceAccount, say) is not added again

@@ -58,10 +58,17 @@ pub struct PolicyField {
     pub index: usize,
 }
 
+/// `containers/0`: the site, as audit annotations and reports name it.
+impl std::fmt::Display for PolicyField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.list(), self.index)
+    }
+}
+
 impl PolicyField {
-    /// `containers/0`: the site, as audit annotations and reports name it.
+    /// The site as a `String` (see `Display`).
     pub fn site(&self) -> String {
-        format!("{}/{}", self.kind.list(), self.index)
+        self.to_string()
     }
 
     /// The field's path below the site (`imagePullPolicy`, or `image/pullPolicy` in an

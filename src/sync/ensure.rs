@@ -15,15 +15,16 @@ pub(crate) async fn ensure(
     writer: &Writer,
     cfg: &Config,
     ns: &str,
-    secrets: &[String],
+    secrets: &[&str],
 ) -> Result<(), EnsureError> {
     // Names some entry could deliver that the cache does not already show present.
-    let missing: Vec<&String> = secrets
+    let missing: Vec<&str> = secrets
         .iter()
+        .copied()
         .filter(|s| {
             cfg.registries
                 .iter()
-                .any(|r| &r.secret == *s && r.source.is_some())
+                .any(|r| r.secret == *s && r.source.is_some())
         })
         .filter(|s| cache.secret(&(ns.to_string(), s.to_string())).is_none())
         .collect();
@@ -265,7 +266,7 @@ registries:
             &p.writer,
             &p.cfg,
             "team-a",
-            &["tcr-pull".into(), "unrelated".into()],
+            &["tcr-pull", "unrelated"],
         )
         .await
         .unwrap();
@@ -304,7 +305,7 @@ registries:
             );
             h
         });
-        ensure(&p.cache, &p.writer, &p.cfg, "team-a", &["tcr-pull".into()])
+        ensure(&p.cache, &p.writer, &p.cfg, "team-a", &["tcr-pull"])
             .await
             .unwrap();
         let _h = server.await.unwrap();
@@ -328,7 +329,7 @@ registries:
             },
             None,
         );
-        let e = ensure(&p.cache, &p.writer, &p.cfg, "team-a", &["tcr-pull".into()])
+        let e = ensure(&p.cache, &p.writer, &p.cfg, "team-a", &["tcr-pull"])
             .await
             .unwrap_err();
         assert!(matches!(e.0.as_slice(), [DeliveryError::SourceMissing(_)]));
@@ -341,7 +342,7 @@ registries:
     async fn out_of_scope_or_present_means_no_request() {
         let (p, mut h) = parts();
         // "other" is outside include: [team-*]; no request at all
-        ensure(&p.cache, &p.writer, &p.cfg, "other", &["tcr-pull".into()])
+        ensure(&p.cache, &p.writer, &p.cfg, "other", &["tcr-pull"])
             .await
             .unwrap();
         // already cached as present in team-a
@@ -355,7 +356,7 @@ registries:
                 .unwrap(),
             ),
         );
-        ensure(&p.cache, &p.writer, &p.cfg, "team-a", &["tcr-pull".into()])
+        ensure(&p.cache, &p.writer, &p.cfg, "team-a", &["tcr-pull"])
             .await
             .unwrap();
         drop(p);

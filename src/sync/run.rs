@@ -64,7 +64,7 @@ impl Cluster for KubeCluster {
         &'a self,
         config: &'a Config,
         namespace: &'a str,
-        secrets: &'a [String],
+        secrets: &'a [&'a str],
     ) -> BoxFuture<'a, Result<(), EnsureError>> {
         if self.access == Access::ReadOnly {
             return Box::pin(async { Ok(()) });
