@@ -1,6 +1,7 @@
 //! The admission decision: AdmissionReview bytes in, AdmissionReview bytes out. Knows
 //! nothing of HTTP or TLS; the server and the CLI both enter here.
 
+mod json;
 pub mod mutate;
 pub mod pod;
 pub mod request;
