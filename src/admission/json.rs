@@ -421,48 +421,37 @@ impl<'de> Reader<'de> {
         self.expect(b':')
     }
 
-    fn enter(&mut self) -> Result<(), Refused> {
+    /// Reads a map or sequence opening with `open`, its entries through `read`; a
+    /// visitor that stops before the end is refused (serde_json reports that too).
+    fn container<T>(
+        &mut self,
+        open: u8,
+        read: impl FnOnce(&mut Access<'_, 'de>) -> Result<T, Refused>,
+    ) -> Result<T, Refused> {
+        self.expect(open)?;
         self.depth = match self.depth.checked_sub(1) {
             Some(0) | None => return refuse("nested too deep"),
             Some(d) => d,
         };
-        Ok(())
-    }
-
-    fn leave(&mut self) {
+        let mut access = Access {
+            r: self,
+            first: true,
+            done: false,
+        };
+        let value = read(&mut access)?;
+        if !access.done {
+            return refuse("container not read to its end");
+        }
         self.depth += 1;
+        Ok(value)
     }
 
     fn visit_map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Refused> {
-        self.expect(b'{')?;
-        self.enter()?;
-        let mut access = Access {
-            r: self,
-            first: true,
-            done: false,
-        };
-        let value = visitor.visit_map(&mut access)?;
-        if !access.done {
-            return refuse("map not read to its end");
-        }
-        self.leave();
-        Ok(value)
+        self.container(b'{', |access| visitor.visit_map(access))
     }
 
     fn visit_seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Refused> {
-        self.expect(b'[')?;
-        self.enter()?;
-        let mut access = Access {
-            r: self,
-            first: true,
-            done: false,
-        };
-        let value = visitor.visit_seq(&mut access)?;
-        if !access.done {
-            return refuse("sequence not read to its end");
-        }
-        self.leave();
-        Ok(value)
+        self.container(b'[', |access| visitor.visit_seq(access))
     }
 }
 
