@@ -363,7 +363,7 @@ impl Evaluator<'_> {
             let plan = plan_pod(&dpod, &namespace, self.cfg, &facts);
             report.warnings = plan.warnings.clone();
             report.added_secrets = plan.add_secrets.iter().map(|s| s.to_string()).collect();
-            report.forced_always = plan.force_always.iter().map(|f| f.site()).collect();
+            report.forced_always = plan.force_always.iter().map(|f| f.to_string()).collect();
             // The same operations on the user's document (where the policy may be unset)
             // and on the defaulted pod: each is an `add`, so it applies either way.
             let ops = plan.patch(&[]);

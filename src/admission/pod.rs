@@ -66,11 +66,6 @@ impl std::fmt::Display for PolicyField {
 }
 
 impl PolicyField {
-    /// The site as a `String` (see `Display`).
-    pub fn site(&self) -> String {
-        self.to_string()
-    }
-
     /// The field's path below the site (`imagePullPolicy`, or `image/pullPolicy` in an
     /// image volume).
     pub fn field_tokens(&self) -> &'static [&'static str] {

@@ -555,15 +555,18 @@ mod tests {
         check_review(read_two_pass(text)?)
     }
 
+    /// A one-pass reading that succeeded with the Pod read inline.
+    fn is_inline<E>(read: Result<Review<OnePass<'_>>, E>) -> bool {
+        read.is_ok_and(|r| matches!(r.request, Some(OnePass(q)) if matches!(q.object, Some(Object::Inline(_)))))
+    }
+
     fn read_inline(body: &str) -> bool {
-        serde_json::from_str::<Review<OnePass>>(body)
-            .is_ok_and(|r| matches!(r.request, Some(OnePass(q)) if matches!(q.object, Some(Object::Inline(_)))))
+        is_inline(serde_json::from_str::<Review<OnePass>>(body))
     }
 
     /// Read inline by the strict reader (`json`), the first one `parse_review` tries.
     fn read_strict(body: &str) -> bool {
-        super::super::json::from_str::<Review<OnePass>>(body)
-            .is_ok_and(|r| matches!(r.request, Some(OnePass(q)) if matches!(q.object, Some(Object::Inline(_)))))
+        is_inline(super::super::json::from_str::<Review<OnePass>>(body))
     }
 
     const HEAD: &str = r#""apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview""#;
