@@ -20,6 +20,9 @@ pub struct ImageRef<'a> {
     pub path: Cow<'a, str>,
     pub tag: Option<&'a str>,
     pub digest: Option<&'a str>,
+    /// Where the host ends in `domain` (the port, if any, starts after a `:` there): found
+    /// once by the parser, since every match asks for host and port.
+    host_end: usize,
 }
 
 impl ImageRef<'_> {
@@ -30,12 +33,12 @@ impl ImageRef<'_> {
 
     /// Host part of the domain, without port (brackets kept for IPv6).
     pub fn host(&self) -> &str {
-        split_host_port(self.domain).0
+        &self.domain[..self.host_end]
     }
 
     /// Port of the domain, if one was written. Never defaulted: `ghcr.io` ≠ `ghcr.io:443`.
     pub fn port(&self) -> Option<&str> {
-        split_host_port(self.domain).1
+        self.domain.get(self.host_end + 1..)
     }
 }
 
@@ -134,7 +137,8 @@ pub fn parse(input: &str) -> Result<ImageRef<'_>, ImageError> {
     if input.is_empty() {
         return Err(ImageError::Empty);
     }
-    if input.trim() != input {
+    // `input.trim() != input`, without scanning the whole text.
+    if input.starts_with(char::is_whitespace) || input.ends_with(char::is_whitespace) {
         return Err(ImageError::Whitespace);
     }
     if is_identifier(input) {
@@ -147,7 +151,7 @@ pub fn parse(input: &str) -> Result<ImageRef<'_>, ImageError> {
     let (domain, remainder) = match split_at(input, b'/') {
         None => ("docker.io", input),
         Some((first, rest)) => {
-            if first == "localhost" || first.contains(['.', ':']) {
+            if first == "localhost" || first.bytes().any(|b| b == b'.' || b == b':') {
                 let domain = if first == "index.docker.io" {
                     "docker.io"
                 } else {
@@ -164,15 +168,21 @@ pub fn parse(input: &str) -> Result<ImageRef<'_>, ImageError> {
 
     // Upstream checks case on everything up to the first ':' before the grammar, so that
     // `ghcr.io/Org/app` says "must be lowercase" rather than "invalid format".
-    let remote = split_at(remainder, b':').map_or(remainder, |(r, _)| r);
-    if remote.bytes().any(|b| b.is_ascii_uppercase()) {
+    if remainder
+        .bytes()
+        .take_while(|&b| b != b':')
+        .any(|b| b.is_ascii_uppercase())
+    {
         return Err(ImageError::Uppercase);
     }
-    validate_domain(domain)?;
+    let host_end = validate_domain(domain)?;
     let (repo, tag, digest) = parse_remote(remainder)?;
 
     let path = if domain == "docker.io" && !repo.as_bytes().contains(&b'/') {
-        Cow::Owned(format!("library/{repo}"))
+        let mut owned = String::with_capacity(LIBRARY.len() + repo.len());
+        owned.push_str(LIBRARY);
+        owned.push_str(repo);
+        Cow::Owned(owned)
     } else {
         Cow::Borrowed(repo)
     };
@@ -185,8 +195,12 @@ pub fn parse(input: &str) -> Result<ImageRef<'_>, ImageError> {
         path,
         tag,
         digest,
+        host_end,
     })
 }
+
+/// The namespace Docker Hub puts one-component names in.
+const LIBRARY: &str = "library/";
 
 /// `identifier`: exactly 64 lower-case hex characters, which `ParseNormalizedNamed`
 /// refuses so that an image id is never mistaken for a Docker Hub name.
@@ -217,19 +231,17 @@ fn parse_remote(s: &str) -> Result<(&str, Option<&str>, Option<&str>), ImageErro
     Ok((name, tag, digest))
 }
 
-fn validate_domain(domain: &str) -> Result<(), ImageError> {
-    if is_domain(domain) {
-        Ok(())
+/// `domainAndPort`: `host [":" port]` with host a domain name or a bracketed IPv6 literal.
+/// Gives where the host ends.
+fn validate_domain(domain: &str) -> Result<usize, ImageError> {
+    let (host, port) = split_host_port(domain);
+    let ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && (is_ipv6_literal(host) || is_domain_name(host));
+    if ok {
+        Ok(host.len())
     } else {
         Err(ImageError::InvalidDomain(domain.to_string()))
     }
-}
-
-/// `domainAndPort`: `host [":" port]` with host a domain name or a bracketed IPv6 literal.
-fn is_domain(domain: &str) -> bool {
-    let (host, port) = split_host_port(domain);
-    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        && (is_ipv6_literal(host) || is_domain_name(host))
 }
 
 /// `ipv6address`: `[` then one or more hex digits and colons, then `]`.

@@ -289,14 +289,15 @@ type Hits<'a, T> = SmallVec<[(usize, &'a T); 8]>;
 
 /// Patterns compiled into hash indexes. `T` is what a match yields (an entry index, a rule).
 ///
-/// Lookups probe with `&str` slices of one buffer per image, so matching allocates
+/// Lookups probe with byte slices of one buffer per image, so matching allocates
 /// nothing for ordinary images. FxHash instead of SipHash: the keys are the operator's
 /// patterns, and a tenant's image only probes, so there is no flooding to defend against.
 #[derive(Debug, Clone)]
 pub struct Matcher<T> {
     /// Exact `host[:port]` plus `/path-prefix` when there is one → its patterns. An image
     /// probes its lower-cased domain followed by each component-boundary prefix of its path.
-    exact: FxHashMap<Box<str>, Vec<(usize, T)>>,
+    /// Bytes rather than `str`, so that probing needs no UTF-8 check of the probe key.
+    exact: FxHashMap<Box<[u8]>, Vec<(usize, T)>>,
     /// Labels to the right of the last label containing '*' → the globbed patterns.
     wild: FxHashMap<Box<str>, Vec<WildGroup<T>>>,
     any: Vec<(usize, T)>,
@@ -338,7 +339,7 @@ impl<T: Clone> Matcher<T> {
                             key.push('/');
                             key.push_str(path);
                         }
-                        let cands = self.exact.entry(key.into()).or_default();
+                        let cands = self.exact.entry(key.into_bytes().into()).or_default();
                         cands.push((id, value));
                     }
                     Some(last_wild) => {
@@ -377,22 +378,19 @@ impl<T: Clone> Matcher<T> {
     /// Every `(pattern id, value)` matching `image`, in insertion order.
     fn hits(&self, image: &ImageRef) -> Hits<'_, T> {
         let mut hits = Hits::new();
-        // `domain/path`, the domain lower-cased: every exact key and the lower-cased host
-        // are slices of it. On the stack unless the image is unusually long.
+        // `domain/path`, the domain lower-cased: every exact key is a prefix of it. On the
+        // stack unless the image is unusually long.
         let mut buf: SmallVec<[u8; 256]> = SmallVec::new();
         buf.extend_from_slice(image.domain.as_bytes());
         buf.make_ascii_lowercase();
         buf.push(b'/');
         buf.extend_from_slice(image.path.as_bytes());
-        // Copied from `&str`s with only ASCII bytes changed, so always UTF-8.
-        let Ok(key) = std::str::from_utf8(&buf) else {
-            return hits;
-        };
         let domain_len = image.domain.len();
-        self.exact_hits(key, domain_len, &mut hits);
-        // `host` is a prefix of `domain` (see `split_host_port`).
-        let host = key.get(..image.host().len()).unwrap_or_default();
-        self.wild_hits(host, image.port(), &image.path, &mut hits);
+        self.exact_hits(&buf, domain_len, &mut hits);
+        if !self.wild.is_empty() {
+            let host = lowercase(image.host());
+            self.wild_hits(&host, image.port(), &image.path, &mut hits);
+        }
         hits.extend(self.any.iter().map(|(id, v)| (*id, v)));
         hits.sort_unstable_by_key(|(id, _)| *id);
         hits
@@ -401,12 +399,12 @@ impl<T: Clone> Matcher<T> {
     /// Exact hosts: one probe for the domain alone and one per component-boundary prefix
     /// of the path (`ghcr.io`, `ghcr.io/acme`, `ghcr.io/acme/app`), so the cost is bounded
     /// by the path's depth however many patterns share the host.
-    fn exact_hits<'s>(&'s self, key: &str, domain_len: usize, hits: &mut Hits<'s, T>) {
+    fn exact_hits<'s>(&'s self, key: &[u8], domain_len: usize, hits: &mut Hits<'s, T>) {
         let ends = key
-            .bytes()
+            .iter()
             .enumerate()
             .skip(domain_len + 1)
-            .filter(|&(_, b)| b == b'/')
+            .filter(|&(_, &b)| b == b'/')
             .map(|(i, _)| i)
             .chain([domain_len, key.len()]);
         for end in ends {
@@ -420,9 +418,6 @@ impl<T: Clone> Matcher<T> {
     /// the cost is bounded by the host's label count, not by the number of patterns.
     /// Bracketed IPv6 hosts are probed too: they are one label, which `*` matches.
     fn wild_hits<'s>(&'s self, host: &str, port: Option<&str>, path: &str, hits: &mut Hits<'s, T>) {
-        if self.wild.is_empty() {
-            return;
-        }
         let n = label_count(host);
         for taken in 0..=self.max_suffix_labels.min(n) {
             let suffix = match taken {

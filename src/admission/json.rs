@@ -117,6 +117,10 @@ impl<'de> Reader<'de> {
     #[inline(always)]
     fn skip_ws(&mut self) {
         let b = self.bytes();
+        // The API server sends compact JSON: one test for the usual case.
+        if b.get(self.pos).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while let Some(&c) = b.get(self.pos) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 break;
@@ -173,11 +177,23 @@ impl<'de> Reader<'de> {
         self.pos = i;
     }
 
-    /// Skips a string whose opening quote was consumed, checking its escapes.
-    #[inline]
+    /// Skips a string whose opening quote was consumed, checking its escapes. The plain
+    /// run to the closing quote (nearly every string in a review) is inlined into the
+    /// callers; a call per string cost more than the scan of a typical key.
+    #[inline(always)]
     fn skip_str(&mut self) -> Result<(), Refused> {
+        self.seek_stop();
+        if self.peek() == Some(b'"') {
+            self.pos += 1;
+            return Ok(());
+        }
+        self.skip_str_rest()
+    }
+
+    /// `skip_str` from its first escape (or a refused byte) on.
+    #[inline(never)]
+    fn skip_str_rest(&mut self) -> Result<(), Refused> {
         loop {
-            self.seek_stop();
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
@@ -195,10 +211,12 @@ impl<'de> Reader<'de> {
                 }
                 _ => return refuse("control character or end in a string"),
             }
+            self.seek_stop();
         }
     }
 
     /// Reads a string whose opening quote was consumed: borrowed when it has no escapes.
+    #[inline(always)]
     fn read_str(&mut self) -> Result<Text<'de>, Refused> {
         let start = self.pos;
         self.seek_stop();
@@ -208,6 +226,12 @@ impl<'de> Reader<'de> {
             self.pos += 1;
             return Ok(Text::Borrowed(s));
         }
+        self.read_str_rest(start)
+    }
+
+    /// `read_str` from its first escape (or a refused byte) on.
+    #[inline(never)]
+    fn read_str_rest(&mut self, start: usize) -> Result<Text<'de>, Refused> {
         let mut out = String::with_capacity(self.pos - start + 16);
         out.push_str(&self.text[start..self.pos]);
         loop {
@@ -415,6 +439,7 @@ impl<'de> Reader<'de> {
     }
 
     /// Skips `"key":`.
+    #[inline(always)]
     fn skip_key(&mut self) -> Result<(), Refused> {
         self.expect(b'"')?;
         self.skip_str()?;

@@ -488,8 +488,10 @@ struct ResponseOut<'a> {
 /// Serialises the response envelope: uid echoed, same apiVersion as the request, the
 /// patch base64-encoded and present (with its type) only when non-empty.
 pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
+    // Sized up front: growing from serde_json's default 128 bytes cost several copies.
     let patch = (!v.patch.is_empty()).then(|| {
-        let bytes = serde_json::to_vec(&v.patch).expect("patch operations always serialise");
+        let mut bytes = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut bytes, &v.patch).expect("patch operations always serialise");
         base64::engine::general_purpose::STANDARD.encode(bytes)
     });
     let status = v.denial.as_ref().map(|message| {
@@ -510,7 +512,17 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
             warnings: &v.warnings,
         },
     };
-    serde_json::to_vec(&out).expect("response always serialises")
+    let annotations: usize = v
+        .audit_annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    let warnings: usize = v.warnings.iter().map(|w| w.len() + 4).sum();
+    let mut json = Vec::with_capacity(
+        256 + out.response.patch.as_ref().map_or(0, String::len) + annotations + warnings,
+    );
+    serde_json::to_writer(&mut json, &out).expect("response always serialises");
+    json
 }
 
 #[cfg(test)]

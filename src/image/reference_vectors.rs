@@ -51,7 +51,7 @@ fn go_parse(s: &str) -> Result<Parsed<'_>, ImageError> {
 /// leftmost-first, so the domain group is taken whenever the rest still matches.
 fn go_name(name: &str) -> Option<(&str, &str)> {
     if let Some((d, p)) = name.split_once('/')
-        && is_domain(d)
+        && validate_domain(d).is_ok()
         && validate_remote_name(p).is_ok()
     {
         return Some((d, p));
@@ -859,7 +859,7 @@ fn regexp_test_test_domain_regexp() {
         ("[2001:0db8:85a3:0000:0000:8a2e:0370:7334]:750505", true),
         ("fd00:1:2::3:75050", false),
     ] {
-        assert_eq!(is_domain(input), want, "{input}");
+        assert_eq!(validate_domain(input).is_ok(), want, "{input}");
     }
 }
 
