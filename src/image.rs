@@ -209,8 +209,50 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// `remote-name [":" tag] ["@" digest]`: the part of a reference after its domain, split
-/// into its three parts and checked against the grammar.
+/// into its three parts and checked against the grammar. Nearly every image is valid, and
+/// [`quick_remote`] reads those in one scan; whatever it does not accept is split and
+/// checked part by part here, which also names the part that is wrong.
 fn parse_remote(s: &str) -> Result<(&str, Option<&str>, Option<&str>), ImageError> {
+    match quick_remote(s) {
+        Some(parts) => Ok(parts),
+        None => parse_remote_checked(s),
+    }
+}
+
+/// `parse_remote` of a valid text, left to right in one scan: `None` for any text it does
+/// not read through, so it never accepts what [`parse_remote_checked`] refuses, and splits
+/// where it does (the first `@` starts the digest, the first `:` before it the tag).
+fn quick_remote(s: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
+    let b = s.as_bytes();
+    let mut i = component_end(b, 0)?;
+    while b.get(i) == Some(&b'/') {
+        i = component_end(b, i + 1)?;
+    }
+    let name = &s[..i];
+    let mut tag = None;
+    if b.get(i) == Some(&b':') {
+        let start = i + 1;
+        i = b[start..]
+            .iter()
+            .position(|&c| c == b'@')
+            .map_or(b.len(), |at| start + at);
+        let t = &s[start..i];
+        validate_tag(t).ok()?;
+        tag = Some(t);
+    }
+    let mut digest = None;
+    if b.get(i) == Some(&b'@') {
+        let d = &s[i + 1..];
+        validate_digest(d).ok()?;
+        digest = Some(d);
+    } else if i != b.len() {
+        return None;
+    }
+    Some((name, tag, digest))
+}
+
+/// `parse_remote`, splitting first and checking each part after.
+fn parse_remote_checked(s: &str) -> Result<(&str, Option<&str>, Option<&str>), ImageError> {
     // '@' and ':' occur nowhere else here: not in a remote name, a tag or the digest's
     // algorithm.
     let (name_tag, digest) = match split_at(s, b'@') {
@@ -280,40 +322,31 @@ fn validate_remote_name(name: &str) -> Result<(), ImageError> {
 
 /// `[a-z0-9]+ (separator [a-z0-9]+)*` with separators `.`, `_`, `__`, `-+`.
 fn validate_component(c: &str) -> Result<(), ImageError> {
-    let bad = || ImageError::InvalidComponent(c.to_string());
-    let b = c.as_bytes();
-    if b.is_empty() {
-        return Err(bad());
+    if component_end(c.as_bytes(), 0) == Some(c.len()) {
+        Ok(())
+    } else {
+        Err(ImageError::InvalidComponent(c.to_string()))
     }
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    let mut i = 0;
+}
+
+/// Where the path component starting at `b[i]` ends (at the first byte that neither
+/// continues nor separates its runs), or `None` if no component starts there or one ends
+/// in a separator.
+fn component_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     loop {
         // a run of alphanumerics
-        let start = i;
-        while i < b.len() && alnum(b[i]) {
-            i += 1;
+        let run = b.get(i..)?.iter().take_while(|x| alnum(x)).count();
+        if run == 0 {
+            return None;
         }
-        if i == start {
-            return Err(bad());
-        }
-        if i == b.len() {
-            return Ok(());
-        }
-        // a separator
-        match b[i] {
-            b'.' => i += 1,
-            b'_' => {
-                i += 1;
-                if i < b.len() && b[i] == b'_' {
-                    i += 1;
-                }
-            }
-            b'-' => {
-                while i < b.len() && b[i] == b'-' {
-                    i += 1;
-                }
-            }
-            _ => return Err(bad()),
+        i += run;
+        // a separator, or the end of the component
+        match b.get(i) {
+            Some(b'.') => i += 1,
+            Some(b'_') => i += if b.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            Some(b'-') => i += b[i..].iter().take_while(|&&x| x == b'-').count(),
+            _ => return Some(i),
         }
     }
 }
@@ -692,5 +725,28 @@ mod tests {
         let r = parse("ghcr.io/x").unwrap();
         assert_eq!((r.host(), r.port()), ("ghcr.io", None));
         assert_eq!(r.name(), "ghcr.io/x");
+    }
+
+    /// Pieces of remote names, tags and digests, valid and not.
+    const REMOTE_PIECES: &[&str] = &[
+        "a", "z9", "app", "-", "--", ".", "_", "__", "___", "/", "//", ":", "@", "A", "v1.2",
+        "_x", "sha256:", H, "sha512:", "md5:", "é", " ", "x@y",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+        /// The one-scan reading of a remote name agrees with the part-by-part one: same
+        /// parts where it reads a text, and it reads every text the other accepts.
+        #[test]
+        fn quick_remote_agrees_with_the_checked_split(
+            picks in proptest::collection::vec(0..REMOTE_PIECES.len(), 1..12)
+        ) {
+            let text: String = picks.iter().map(|&i| REMOTE_PIECES[i]).collect();
+            let checked = parse_remote_checked(&text);
+            match quick_remote(&text) {
+                Some(parts) => proptest::prop_assert_eq!(Ok(parts), checked, "{}", text),
+                None => proptest::prop_assert!(checked.is_err(), "missed {text:?}"),
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! - `Parse`, `WithName` and the anchored regexps work on already-normalised strings and
 //!   may yield a reference without a domain. We have no such public function, so
 //!   [`go_parse`] and [`go_name`] rebuild them here from the same grammar pieces `parse`
-//!   uses (`is_domain`, `validate_remote_name`, `validate_tag`, `validate_digest`).
+//!   uses (`validate_domain`, `validate_remote_name`, `validate_tag`, `validate_digest`).
 //!
 //! Kept differences, each asserted below where a vector hits it (README "Image
 //! references"): an upper-case first component is ambiguous for us (`Docker/docker`,
