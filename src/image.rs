@@ -729,8 +729,8 @@ mod tests {
 
     /// Pieces of remote names, tags and digests, valid and not.
     const REMOTE_PIECES: &[&str] = &[
-        "a", "z9", "app", "-", "--", ".", "_", "__", "___", "/", "//", ":", "@", "A", "v1.2",
-        "_x", "sha256:", H, "sha512:", "md5:", "é", " ", "x@y",
+        "a", "z9", "app", "-", "--", ".", "_", "__", "___", "/", "//", ":", "@", "A", "v1.2", "_x",
+        "sha256:", H, "sha512:", "md5:", "é", " ", "x@y",
     ];
 
     proptest::proptest! {
