@@ -122,6 +122,22 @@ fn is_stop(b: u8) -> bool {
     b == b'"' || b == b'\\' || b < 0x20
 }
 
+/// What a one-character escape (`\n`, `\"`, …) stands for; `None` for any other byte
+/// after a backslash (`u` included: a `\u` escape is read by its callers).
+fn simple_escape(c: u8) -> Option<char> {
+    Some(match c {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        _ => return None,
+    })
+}
+
 fn hex4(b: &[u8]) -> Option<u16> {
     let mut v = 0u16;
     for &c in b.get(..4)? {
@@ -238,9 +254,7 @@ impl<'de> Reader<'de> {
                 Some(b'\\') => {
                     let b = self.bytes();
                     match b.get(self.pos + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 2
-                        }
+                        Some(&c) if simple_escape(c).is_some() => self.pos += 2,
                         Some(b'u') if hex4(&b[self.pos + 2..]).is_some() => self.pos += 6,
                         _ => return refuse("bad escape"),
                     }
@@ -292,14 +306,6 @@ impl<'de> Reader<'de> {
     fn unescape(&mut self, out: &mut String) -> Result<(), Refused> {
         let b = self.bytes();
         let c = match b.get(self.pos) {
-            Some(b'"') => '"',
-            Some(b'\\') => '\\',
-            Some(b'/') => '/',
-            Some(b'b') => '\u{8}',
-            Some(b'f') => '\u{c}',
-            Some(b'n') => '\n',
-            Some(b'r') => '\r',
-            Some(b't') => '\t',
             Some(b'u') => {
                 let Some(hi) = hex4(&b[self.pos + 1..]) else {
                     return refuse("bad \\u escape");
@@ -328,7 +334,11 @@ impl<'de> Reader<'de> {
                 out.push(char::from_u32(code).expect("not a surrogate"));
                 return Ok(());
             }
-            _ => return refuse("bad escape"),
+            Some(&c) => match simple_escape(c) {
+                Some(c) => c,
+                None => return refuse("bad escape"),
+            },
+            None => return refuse("bad escape"),
         };
         self.pos += 1;
         out.push(c);
@@ -754,10 +764,12 @@ mod tests {
                 chunk[at] = byte;
                 let want = is_stop(byte);
                 #[cfg(target_arch = "x86_64")]
-                assert_eq!(stops16(&chunk) != 0, want, "{byte:#x} at {at}");
-                #[cfg(target_arch = "x86_64")]
-                if want {
-                    assert_eq!(stops16(&chunk).trailing_zeros() as usize, at);
+                {
+                    let m = stops16(&chunk);
+                    assert_eq!(m != 0, want, "{byte:#x} at {at}");
+                    if want {
+                        assert_eq!(m.trailing_zeros() as usize, at);
+                    }
                 }
                 let word = u64::from_le_bytes(chunk[..8].try_into().unwrap());
                 assert_eq!(stops(word) != 0, want && at < 8, "{byte:#x} at {at}");

@@ -515,7 +515,7 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
     let annotations: usize = v
         .audit_annotations
         .iter()
-        .map(|(k, v)| k.len() + v.len() + 8)
+        .map(|(key, value)| key.len() + value.len() + 8)
         .sum();
     let warnings: usize = v.warnings.iter().map(|w| w.len() + 4).sum();
     let mut json = Vec::with_capacity(
