@@ -75,7 +75,7 @@ impl Default for Limits {
 
 /// The routes of the webhook port.
 pub fn router<H: ReviewHandler>(handler: Arc<H>, limits: &Limits) -> Router {
-    let request_timeout = limits.request_timeout;
+    let timeout = limits.request_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<H>))
@@ -83,28 +83,13 @@ pub fn router<H: ReviewHandler>(handler: Arc<H>, limits: &Limits) -> Router {
         // its headers: no per-request copy of the URI or the header map.
         .route(
             "/mutate",
-            post(|h: State<Arc<H>>, req: Request| review(h, "/mutate", req)),
+            post(move |h: State<Arc<H>>, req: Request| review(h, "/mutate", timeout, req)),
         )
         .route(
             "/validate",
-            post(|h: State<Arc<H>>, req: Request| review(h, "/validate", req)),
+            post(move |h: State<Arc<H>>, req: Request| review(h, "/validate", timeout, req)),
         )
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        // Outermost, so it bounds reading the body too (a client that stalls mid-body).
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                match tokio::time::timeout(request_timeout, next.run(req)).await {
-                    Ok(r) => r,
-                    Err(_) => bad(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "request not received and answered within {} s",
-                            request_timeout.as_secs_f64()
-                        ),
-                    ),
-                }
-            },
-        ))
         .with_state(handler)
 }
 
@@ -147,9 +132,14 @@ fn bad(code: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Reads the body and answers the review, all within `timeout`: a client that stalls
+/// mid-body gets 408. The reviews are the only routes that read a body, so the bound
+/// lives here rather than in a middleware layer around every route (which cost a boxed
+/// future and a service clone per request).
 async fn review<H: ReviewHandler>(
     State(h): State<Arc<H>>,
     path: &'static str,
+    timeout: Duration,
     req: Request,
 ) -> Response {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
@@ -162,15 +152,27 @@ async fn review<H: ReviewHandler>(
             );
         }
     }
-    // `Bytes` as an extractor honours `DefaultBodyLimit` (413 beyond it).
-    let body = match Bytes::from_request(req, &()).await {
-        Ok(b) => b,
-        Err(e) => return bad(e.status(), e.body_text()),
+    let answer = async {
+        // `Bytes` as an extractor honours `DefaultBodyLimit` (413 beyond it).
+        let body = match Bytes::from_request(req, &()).await {
+            Ok(b) => b,
+            Err(e) => return bad(e.status(), e.body_text()),
+        };
+        match h.handle(path, &body).await {
+            None => bad(StatusCode::NOT_FOUND, "not found"),
+            Some(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Some(Err(reason)) => bad(StatusCode::BAD_REQUEST, reason),
+        }
     };
-    match h.handle(path, &body).await {
-        None => bad(StatusCode::NOT_FOUND, "not found"),
-        Some(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Some(Err(reason)) => bad(StatusCode::BAD_REQUEST, reason),
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(r) => r,
+        Err(_) => bad(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request not received and answered within {} s",
+                timeout.as_secs_f64()
+            ),
+        ),
     }
 }
 
