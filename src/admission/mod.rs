@@ -11,7 +11,7 @@ pub mod warnings;
 
 use crate::config::Config;
 pub use mutate::{NamespaceFacts, PodPlan};
-pub use request::{AdmissionRequest, ReviewError, Verdict, parse_review, response_json};
+pub use request::{AdmissionRequest, PatchJson, ReviewError, Verdict, parse_review, response_json};
 
 /// Which webhook a review was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
