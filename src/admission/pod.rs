@@ -469,7 +469,15 @@ impl<'a> PodDoc<'a> {
 
     /// Every image in the pod, in spec order: init, regular, ephemeral containers, image volumes.
     pub fn sites(&self) -> Vec<Site<'_>> {
-        let mut out = Vec::new();
+        let spec = &self.spec;
+        let len = |list: &Option<Vec<_>>| list.as_ref().map_or(0, Vec::len);
+        // An upper bound (volumes without an image count too): one allocation.
+        let mut out = Vec::with_capacity(
+            len(&spec.init_containers)
+                + len(&spec.containers)
+                + len(&spec.ephemeral_containers)
+                + spec.volumes.as_ref().map_or(0, Vec::len),
+        );
         for kind in SiteKind::ALL {
             self.sites_of(kind, &mut out);
         }
