@@ -29,7 +29,8 @@
 //!
 //! Run: `benches/run.sh` (builds the Go peer, then this). Tunables (environment):
 //! `LOADGEN_SECS` (seconds per cell and round, default 2), `LOADGEN_ROUNDS` (default 3),
-//! `LOADGEN_PIN=0` (no pinning).
+//! `LOADGEN_PIN=0` (no pinning); `LOADGEN_HOLD=SECS` holds ours and the floor at
+//! saturation for a profiler instead (see `hold_settings`).
 //!
 //! `loadgen --profile-review N [SITES]` runs `admission::review` N times in-process on the
 //! same requests (Pods of SITES image sites, default 5; a target for
@@ -107,6 +108,33 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// `LOADGEN_HOLD=SECS` (with `LOADGEN_HOLD_SITES`, 1 or 30, default 30): instead of the
+/// tables, hold ours and then the floor at HTTP/1.1 keep-alive saturation for SECS each,
+/// twice in turn, after printing every server's pid so that a profiler can attach
+/// (`perf record -p PID`); each hold's CPU per review goes to stderr. Returns the hold
+/// time and the index of the size.
+fn hold_settings() -> Result<Option<(Duration, usize)>> {
+    let Ok(text) = std::env::var("LOADGEN_HOLD") else {
+        return Ok(None);
+    };
+    let secs = text
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .with_context(|| format!("LOADGEN_HOLD={text:?}: expected a number of seconds > 0"))?;
+    let sites: usize = match std::env::var("LOADGEN_HOLD_SITES") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("LOADGEN_HOLD_SITES={v:?}: expected one of {SIZES:?}"))?,
+        Err(_) => SIZES[SIZES.len() - 1],
+    };
+    let si = SIZES
+        .iter()
+        .position(|&s| s == sites)
+        .with_context(|| format!("LOADGEN_HOLD_SITES={sites}: expected one of {SIZES:?}"))?;
+    Ok(Some((Duration::from_secs_f64(secs), si)))
+}
+
 fn bodies_of(sites: usize) -> Vec<Bytes> {
     (0..VARIANTS)
         .map(|seed| Bytes::from(common::review_body(seed, sites)))
@@ -168,6 +196,7 @@ fn drive() -> Result<()> {
     let rounds: usize = env_or("LOADGEN_ROUNDS", 3).max(1);
     let pin: bool = env_or("LOADGEN_PIN", 1) != 0;
     let round = Duration::from_secs_f64(secs);
+    let hold = hold_settings()?;
 
     // Pin before any thread exists: the runtime's workers inherit the mask.
     let cpus = allowed_cpus();
@@ -341,7 +370,7 @@ fn drive() -> Result<()> {
         .enable_all()
         .build()?;
     type Cells = BTreeMap<(usize, Proto, usize), Vec<Run>>;
-    let (cells, open): (Cells, Cells) = rt.block_on(async {
+    let measured_cells: Option<(Cells, Cells)> = rt.block_on(async {
         // Correctness first, over both protocols: ours answers exactly what review() does,
         // the floor its fixed answer, and each peer's patch has ours' effect.
         for (si, exp) in expected.iter().enumerate() {
@@ -392,6 +421,25 @@ fn drive() -> Result<()> {
             }
         }
 
+        if let Some((secs, si)) = hold {
+            for t in &targets {
+                eprintln!("hold: {} pid {}", t.name, t.proc.pid());
+            }
+            for ti in [ours_i, floor_i, ours_i, floor_i] {
+                let t = &targets[ti];
+                eprintln!("hold: start {}", t.name);
+                let run = measured(&t.proc, closed_loop(&t.clients[si], Proto::H1, secs)).await;
+                eprintln!(
+                    "hold: {} {:.1} µs server CPU per review, {:.0} req/s, {} errors",
+                    t.name,
+                    run.cpu_per_req(),
+                    run.rps(),
+                    run.errors
+                );
+            }
+            return anyhow::Ok(None);
+        }
+
         let mut cells = Cells::new();
         for si in 0..SIZES.len() {
             for proto in Proto::ALL {
@@ -420,9 +468,15 @@ fn drive() -> Result<()> {
                 }
             }
         }
-        anyhow::Ok((cells, open))
+        anyhow::Ok(Some((cells, open)))
     })?;
     drop(rt); // closes every connection
+    let Some((cells, open)) = measured_cells else {
+        for t in targets {
+            t.proc.stop()?;
+        }
+        return Ok(());
+    };
 
     // Idle: what each server burns with nothing to do.
     std::thread::sleep(Duration::from_millis(500));
