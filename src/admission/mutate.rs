@@ -9,7 +9,7 @@ use json_patch::PatchOperation;
 use serde_json::Value;
 
 use super::pod::{PodDoc, PolicyField, Site, SiteKind};
-use super::request::{AdmissionRequest, Operation, PatchJson, Verdict};
+use super::request::{AdmissionRequest, Operation, PatchJson, Verdict, put};
 use super::text;
 use crate::config::{Config, EntryIds, PullScope};
 use crate::image;
@@ -190,11 +190,6 @@ impl<'b> OpsWriter<'b> {
         }
         PatchJson::from_json(self.out)
     }
-}
-
-/// Appends `value` as JSON (strings escaped as serde_json escapes them).
-fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    serde_json::to_writer(out, value).expect("strings and JSON values serialise");
 }
 
 /// Whether an image's pull policy must be forced, given the registries it matched.

@@ -499,7 +499,6 @@ impl Verdict {
 /// struct this replaced.
 pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-    // Sized up front: growing from a small buffer cost several copies.
     let patch = (!v.patch.is_empty()).then(|| v.patch.as_bytes());
     let annotations: usize = v
         .audit_annotations
@@ -507,7 +506,8 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
         .map(|(key, value)| key.len() + value.len() + 8)
         .sum();
     let warnings: usize = v.warnings.iter().map(|w| w.len() + 4).sum();
-    let patch_len = patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+    // Sized up front: growing from a small buffer cost several copies.
     let mut out = Vec::with_capacity(
         256 + api_version.len() + uid.len() + patch_len + annotations + warnings,
     );
@@ -548,9 +548,12 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
     out
 }
 
-/// Appends `value` as JSON.
-fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    serde_json::to_writer(out, value).expect("strings, maps of strings and Status serialise");
+/// Appends `value` as JSON: how the answer's hand-written text writes every string, map
+/// and value in it (escaped as serde_json escapes them).
+pub(super) fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing to a Vec cannot fail, and strings, string maps, `Value`s and `Status`
+    // always serialise.
+    serde_json::to_writer(out, value).expect("serialisable into memory");
 }
 
 #[cfg(test)]
