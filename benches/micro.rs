@@ -115,7 +115,7 @@ fn review_1_parse<const SITES: usize>(bencher: Bencher) {
     });
 }
 
-/// The decision alone (sites, matching, plan and patch operations) on an already read pod.
+/// The decision alone (sites, matching, plan and the patch's JSON text) on an already read pod.
 #[divan::bench(consts = common::POD_SITES, args = common::ENTRY_COUNTS)]
 fn review_2_decide<const SITES: usize>(bencher: Bencher, entries: usize) {
     let cfg = config(entries);
@@ -126,7 +126,7 @@ fn review_2_decide<const SITES: usize>(bencher: Bencher, entries: usize) {
     bencher.bench_local(|| {
         i = (i + 1) % pods.len();
         let plan = plan_pod(black_box(&pods[i]), "team-a", cfg, &facts);
-        plan.patch(&[])
+        plan.patch_json(&[])
     });
 }
 
