@@ -378,8 +378,8 @@ impl<T: Clone> Matcher<T> {
     /// Every `(pattern id, value)` matching `image`, in insertion order.
     fn hits(&self, image: &ImageRef) -> Hits<'_, T> {
         let mut hits = Hits::new();
-        // `domain/path`, the domain lower-cased: every exact key is a prefix of it. On the
-        // stack unless the image is unusually long.
+        // `domain/path`, the domain lower-cased: every exact key is a prefix of it, and so
+        // is the lower-cased host. On the stack unless the image is unusually long.
         let mut buf: SmallVec<[u8; 256]> = SmallVec::new();
         buf.extend_from_slice(image.domain.as_bytes());
         buf.make_ascii_lowercase();
@@ -388,8 +388,11 @@ impl<T: Clone> Matcher<T> {
         let domain_len = image.domain.len();
         self.exact_hits(&buf, domain_len, &mut hits);
         if !self.wild.is_empty() {
-            let host = lowercase(image.host());
-            self.wild_hits(&host, image.port(), &image.path, &mut hits);
+            // Copied from the domain (a `&str`) with only ASCII bytes changed, and the host
+            // ends at a char boundary (`:` or the end), so these bytes are UTF-8.
+            let host = std::str::from_utf8(&buf[..image.host().len()])
+                .expect("the lower-cased host of a str is a str");
+            self.wild_hits(host, image.port(), &image.path, &mut hits);
         }
         hits.extend(self.any.iter().map(|(id, v)| (*id, v)));
         hits.sort_unstable_by_key(|(id, _)| *id);

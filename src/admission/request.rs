@@ -506,7 +506,9 @@ pub fn response_json(api_version: &str, uid: &str, v: &Verdict) -> Vec<u8> {
         .map(|(key, value)| key.len() + value.len() + 8)
         .sum();
     let warnings: usize = v.warnings.iter().map(|w| w.len() + 4).sum();
-    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+    let patch_len = patch.map_or(0, |p| {
+        base64::encoded_len(p.len(), true).expect("a patch in memory has an encodable length")
+    });
     // Sized up front: growing from a small buffer cost several copies.
     let mut out = Vec::with_capacity(
         256 + api_version.len() + uid.len() + patch_len + annotations + warnings,
