@@ -2,6 +2,7 @@
 //! loops, and what one run measured.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -14,7 +15,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::servers::{ServerProc, cpu_time};
+use crate::servers::ServerProc;
 use crate::{H1_CONNS, H2_CONNS, H2_STREAMS, NEWCONN_CONNS};
 
 // ---------------------------------------------------------------- client
@@ -135,8 +136,6 @@ pub(crate) struct Run {
     pub(crate) errors: usize,
     pub(crate) elapsed: Duration,
     pub(crate) server_cpu: Duration,
-    /// CPU time of this (client) process during the run.
-    pub(crate) client_cpu: Duration,
     /// Open loop: how late the pacer released each request, in microseconds (the
     /// harness's own share of the latencies).
     pub(crate) pacer_lag: Vec<u32>,
@@ -150,11 +149,6 @@ impl Run {
     /// Server CPU microseconds per request.
     pub(crate) fn cpu_per_req(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)
-    }
-
-    /// Client CPU microseconds per request.
-    pub(crate) fn client_cpu_per_req(&self) -> f64 {
-        self.client_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)
     }
 
     /// Latency percentile in milliseconds.
@@ -182,6 +176,7 @@ fn percentile_ms(us: &mut [u32], p: f64) -> f64 {
 /// and HTTP/2 connections are opened before the clock starts; with `NewConn` every
 /// request opens its own and its latency includes the handshake.
 pub(crate) async fn closed_loop(client: &Client, proto: Proto, dur: Duration) -> Run {
+    let spinner = Spinner::start();
     let tasks_n = proto.concurrency();
     let mut shared = Vec::new();
     if proto == Proto::H2 {
@@ -244,7 +239,51 @@ pub(crate) async fn closed_loop(client: &Client, proto: Proto, dur: Duration) ->
         last = Some(last.map_or(end, |l| l.max(end)));
     }
     run.elapsed = last.unwrap() - first.unwrap();
+    if let Some(s) = spinner {
+        s.stop().await;
+    }
     run
+}
+
+/// Keeps the client's worker busy for the length of a closed-loop run, as the open loop's
+/// pacer does, so that no server pays for waking the client.
+///
+/// Over loopback, a server's send runs the delivery to the client in the server's own
+/// time, including the wakeup of a client asleep in `epoll_wait`; on a VM, waking an
+/// idle vCPU is an inter-processor interrupt the hypervisor handles (a VM exit, several
+/// µs, seen as `sock_def_readable` → `_raw_spin_unlock_irqrestore` in the server's
+/// profile). How often a server pays it depends on its speed: the floor answers while
+/// the client is still busy with the previous answer, a slower server finds it asleep
+/// nearly every time. That skewed the comparison (BENCHMARKS.md, "The client's wakeup,
+/// isolated"); a spinning client is never asleep. The spinner yields, so the worker
+/// polls its sockets between turns (tokio defers a yielded task until the I/O driver has
+/// been polled).
+struct Spinner {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spinner {
+    /// Starts spinning unless `LOADGEN_SPIN=0` (the sleeping client of earlier rounds,
+    /// kept for comparison).
+    fn start() -> Option<Spinner> {
+        if std::env::var("LOADGEN_SPIN").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                tokio::task::yield_now().await;
+            }
+        });
+        Some(Spinner { stop, task })
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("spinner task");
+    }
 }
 
 /// Open loop: requests are due at a fixed `rate` (a pacer task that yields until each
@@ -317,14 +356,14 @@ pub(crate) async fn open_loop(client: &Client, rate: f64, dur: Duration) -> Run 
     run
 }
 
-/// Runs `f` against a server, adding the server's and the client's CPU time to the result.
+/// Runs `f` against a server, adding the server's CPU time to the result. (The client's
+/// is not measured: it keeps its core busy, see `Spinner`.)
 pub(crate) async fn measured<F: std::future::Future<Output = Run>>(
     server: &ServerProc,
     f: F,
 ) -> Run {
-    let (server_before, client_before) = (server.cpu(), cpu_time(std::process::id()));
+    let server_before = server.cpu();
     let mut run = f.await;
     run.server_cpu = server.cpu().saturating_sub(server_before);
-    run.client_cpu = cpu_time(std::process::id()).saturating_sub(client_before);
     run
 }

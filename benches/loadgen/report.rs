@@ -174,19 +174,15 @@ pub(crate) fn report(
         row
     });
     println!();
-    println!("## Throughput (req/s; median [min–max]) and ours' client CPU");
+    println!("## Throughput (req/s; median [min–max])");
     println!();
-    header(&["ours ÷ best peer", "client CPU µs/req (ours)"]);
+    header(&["ours ÷ best peer"]);
     rows(&mut |si, p| {
         let mut row: Vec<String> = (0..targets.len())
             .map(|ti| show(per_round(si, p, ti, &rps), 0))
             .collect();
         row.push(show(
             ratio(per_round(si, p, ours_i, &rps), best_peer(si, p, &rps, true)),
-            1,
-        ));
-        row.push(show(
-            per_round(si, p, ours_i, &|r: &Run| r.client_cpu_per_req()),
             1,
         ));
         row
