@@ -53,7 +53,7 @@ fn bodies(sites: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn requests(bodies: &[Vec<u8>]) -> Vec<(String, AdmissionRequest<'_>)> {
+fn requests(bodies: &[Vec<u8>]) -> Vec<(&'static str, AdmissionRequest<'_>)> {
     bodies
         .iter()
         .map(|b| parse_review(b).expect("corpus reviews parse"))

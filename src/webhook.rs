@@ -142,7 +142,7 @@ impl Webhook {
         // bidi override in `generateName` (or a caller's in `uid`) cannot forge a line;
         // the JSON format escapes them as JSON and keeps them readable as they were.
         tracing::debug!(
-            uid = req.uid.as_str(),
+            uid = &*req.uid,
             endpoint = endpoint.as_str(),
             operation = op,
             namespace = ns,
@@ -152,7 +152,7 @@ impl Webhook {
             warnings = v.warnings.len(),
             "admission"
         );
-        Ok(admission::response_json(&api_version, &req.uid, v))
+        Ok(admission::response_json(api_version, &req.uid, v))
     }
 
     fn count(&self, endpoint: Endpoint, operation: &'static str, outcome: &'static str) {

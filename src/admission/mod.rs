@@ -73,5 +73,5 @@ pub fn review(
 ) -> Result<Vec<u8>, ReviewError> {
     let (api_version, req) = parse_review(body)?;
     let d = decide(endpoint, &req, cfg, facts);
-    Ok(response_json(&api_version, &req.uid, &d.verdict))
+    Ok(response_json(api_version, &req.uid, &d.verdict))
 }

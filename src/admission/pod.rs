@@ -131,10 +131,12 @@ impl<'de> Deserialize<'de> for Annotations {
                 mut map: A,
             ) -> Result<Annotations, A::Error> {
                 let mut out = BTreeMap::new();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                // `Text`, not `Cow<str>`: serde's `Cow` always deserialises owned, one
+                // allocation per annotation key of every Pod.
+                while let Some(key) = map.next_key::<Text<'de>>()? {
                     match [INJECTED_ANNOTATION, OPT_OUT_ANNOTATION, MIRROR_ANNOTATION]
                         .into_iter()
-                        .find(|k| *k == key)
+                        .find(|k| *k == &*key)
                     {
                         Some(k) => {
                             out.insert(k, map.next_value::<String>()?);
@@ -163,7 +165,13 @@ struct MetaDoc {
 /// a third of a review's allocations. (serde borrows a bare `Cow<str>` field, never one
 /// inside an `Option`, hence this type.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Text<'a>(Cow<'a, str>);
+pub(crate) struct Text<'a>(Cow<'a, str>);
+
+impl<'a> Text<'a> {
+    pub(crate) fn into_cow(self) -> Cow<'a, str> {
+        self.0
+    }
+}
 
 impl std::ops::Deref for Text<'_> {
     type Target = str;
