@@ -17,6 +17,10 @@
 //!   to another (`sched_setaffinity` before exec, so every thread inherits it; tokio and
 //!   Go size their worker pools from that mask: one worker each). The primary figure is
 //!   server CPU per review (`/proc/<pid>/task/*/schedstat`), far less noisy than req/s.
+//! * The client never sleeps while it measures: the closed loop runs a yielding spinner
+//!   beside its connections (`LOADGEN_SPIN=0` turns it off), the open loop's pacer
+//!   yields until each due time. Over loopback a server pays, in its own CPU time, for
+//!   waking a sleeping client, an IPI on a VM; see `client::Spinner`.
 //! * Every cell is measured `LOADGEN_ROUNDS` times (default 3), the targets taking turns
 //!   in a rotating order, and reported as median [min–max]. Scenarios: HTTP/1.1
 //!   keep-alive (16 connections), HTTP/2 (2 connections, 8 streams each, as the API
@@ -29,8 +33,9 @@
 //!
 //! Run: `benches/run.sh` (builds the Go peer, then this). Tunables (environment):
 //! `LOADGEN_SECS` (seconds per cell and round, default 2), `LOADGEN_ROUNDS` (default 3),
-//! `LOADGEN_PIN=0` (no pinning); `LOADGEN_HOLD=SECS` holds ours and the floor at
-//! saturation for a profiler instead (see `hold_settings`).
+//! `LOADGEN_PIN=0` (no pinning), `LOADGEN_SPIN=0` (a client that sleeps between answers);
+//! `LOADGEN_HOLD=SECS` holds ours and the floor at saturation for a profiler instead (see
+//! `hold_settings`).
 //!
 //! `loadgen --profile-review N [SITES]` runs `admission::review` N times in-process on the
 //! same requests (Pods of SITES image sites, default 5; a target for
