@@ -476,26 +476,23 @@ fn drive() -> Result<()> {
         anyhow::Ok(Some((cells, open)))
     })?;
     drop(rt); // closes every connection
-    let Some((cells, open)) = measured_cells else {
-        for t in targets {
-            t.proc.stop()?;
-        }
-        return Ok(());
-    };
 
-    // Idle: what each server burns with nothing to do.
-    std::thread::sleep(Duration::from_millis(500));
-    let before: Vec<Duration> = targets.iter().map(|t| t.proc.cpu()).collect();
-    std::thread::sleep(Duration::from_secs(IDLE_SECS));
-    let idle: Vec<Duration> = targets
-        .iter()
-        .zip(&before)
-        .map(|(t, b)| t.proc.cpu().saturating_sub(*b))
-        .collect();
+    // `None` after the holds, which print their own figures.
+    if let Some((cells, open)) = measured_cells {
+        // Idle: what each server burns with nothing to do.
+        std::thread::sleep(Duration::from_millis(500));
+        let before: Vec<Duration> = targets.iter().map(|t| t.proc.cpu()).collect();
+        std::thread::sleep(Duration::from_secs(IDLE_SECS));
+        let idle: Vec<Duration> = targets
+            .iter()
+            .zip(&before)
+            .map(|(t, b)| t.proc.cpu().saturating_sub(*b))
+            .collect();
 
-    report(
-        &targets, &size_name, &cells, &open, rounds, &hwm_idle, &idle,
-    );
+        report(
+            &targets, &size_name, &cells, &open, rounds, &hwm_idle, &idle,
+        );
+    }
     for t in targets {
         t.proc.stop()?;
     }

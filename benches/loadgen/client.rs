@@ -267,7 +267,7 @@ impl Spinner {
     /// Starts spinning unless `LOADGEN_SPIN=0` (the sleeping client of earlier rounds,
     /// kept for comparison).
     fn start() -> Option<Spinner> {
-        if std::env::var("LOADGEN_SPIN").is_ok_and(|v| v == "0") {
+        if crate::env_or("LOADGEN_SPIN", 1) == 0 {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));

@@ -124,6 +124,8 @@ pub struct GroupVersionKind<'a> {
 
 /// `request.resource`: kube's `GroupVersionResource` (kube-core `src/gvk.rs`: every field
 /// required but its own `api_version`, which the API server never sends), borrowed.
+/// `api_version` is never read; it is kept so that a body kube's type refused (one whose
+/// `api_version` is not a string) is still refused.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GroupVersionResource<'a> {
     #[serde(borrow)]
