@@ -25,8 +25,9 @@
 //!   in a rotating order, and reported as median [min–max]. Scenarios: HTTP/1.1
 //!   keep-alive (16 connections), HTTP/2 (2 connections, 8 streams each, as the API
 //!   server's client multiplexes), and HTTP/1.1 with a new connection per request (8
-//!   connections, full handshake each); then an open loop at half of ours' HTTP/1.1
-//!   saturation (latency from each request's due time, so queueing counts).
+//!   connections, full handshake each); then an open loop at half and at a quarter of
+//!   ours' HTTP/1.1 saturation (latency from each request's due time, so queueing
+//!   counts), ours and the floor at the same rate, with how busy each kept its core.
 //! * Before any load: ours' HTTP answers must equal `admission::review()` in-process, and
 //!   each peer's patch, applied to the Pod, must give the same `imagePullSecrets` and
 //!   pull policies as ours'.
@@ -37,10 +38,13 @@
 //! `LOADGEN_HOLD=SECS` holds ours and the floor at saturation for a profiler instead (see
 //! `hold_settings`).
 //!
-//! `loadgen --profile-review N [SITES]` runs `admission::review` N times in-process on the
-//! same requests (Pods of SITES image sites, default 5; a target for
-//! `valgrind --tool=callgrind`). It also prints the wall time per review: the mean over
-//! all N and the fastest of 10 equal chunks (the one least disturbed by other load).
+//! `loadgen --profile-review N [SITES [EVICT_MIB]]` runs `admission::review` N times
+//! in-process on the same requests (Pods of SITES image sites, default 5; a target for
+//! `valgrind --tool=callgrind`). It also prints the time per review: the mean over all N
+//! and the fastest of 10 equal chunks (the one least disturbed by other load). EVICT_MIB
+//! (default 0) evicts the caches before each review by writing a buffer that large: the
+//! cold review, as between requests on a shared host (`valgrind --tool=cachegrind
+//! --cache-sim=yes` then counts the cache lines it misses).
 
 #[path = "loadgen/client.rs"]
 mod client;
@@ -88,16 +92,21 @@ const H2_STREAMS: usize = 8;
 const NEWCONN_CONNS: usize = 8;
 /// Seconds the idle server's CPU is watched for.
 const IDLE_SECS: u64 = 3;
+/// The open loop's rates, as fractions of ours' HTTP/1.1 keep-alive saturation: first the
+/// target's half (the report's verdict reads the first), then a quarter, for where the
+/// tail stands at a lighter load.
+const OPEN_LOADS: [f64; 2] = [0.5, 0.25];
+/// Open-loop runs by (size, index into `OPEN_LOADS`, target).
+type OpenCells = BTreeMap<(usize, usize, usize), Vec<Run>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match args.get(1).map(String::as_str) {
         Some("--serve") => servers::serve(&args[2..]),
-        Some("--profile-review") => profile(
-            args.get(2).and_then(|n| n.parse().ok()),
-            args.get(3).and_then(|n| n.parse().ok()),
-        ),
+        Some("--profile-review") => {
+            profile_args(&args[2..]).and_then(|(n, sites, evict)| profile(n, sites, evict))
+        }
         _ => drive(), // `cargo bench` passes `--bench`
     };
     if let Err(e) = result {
@@ -375,7 +384,7 @@ fn drive() -> Result<()> {
         .enable_all()
         .build()?;
     type Cells = BTreeMap<(usize, Proto, usize), Vec<Run>>;
-    let measured_cells: Option<(Cells, Cells)> = rt.block_on(async {
+    let measured_cells: Option<(Cells, OpenCells)> = rt.block_on(async {
         // Correctness first, over both protocols: ours answers exactly what review() does,
         // the floor its fixed answer, and each peer's patch has ours' effect.
         for (si, exp) in expected.iter().enumerate() {
@@ -460,16 +469,23 @@ fn drive() -> Result<()> {
             }
         }
 
-        // Open loop at half of ours' HTTP/1.1 saturation, same rate for ours and the floor.
-        let mut open = Cells::new();
+        // Open loop at fractions of ours' HTTP/1.1 saturation (`OPEN_LOADS`), the same rate
+        // for ours and the floor.
+        let mut open = OpenCells::new();
         for si in 0..SIZES.len() {
-            let rate = median(cells[&(si, Proto::H1, ours_i)].iter().map(Run::rps).collect()) / 2.0;
-            for r in 0..rounds {
-                let order = if r % 2 == 0 { [ours_i, floor_i] } else { [floor_i, ours_i] };
-                for ti in order {
-                    let t = &targets[ti];
-                    let run = measured(&t.proc, open_loop(&t.clients[si], rate, round.mul_f64(1.5))).await;
-                    open.entry((si, Proto::H1, ti)).or_default().push(run);
+            let saturation = median(cells[&(si, Proto::H1, ours_i)].iter().map(Run::rps).collect());
+            for (li, load) in OPEN_LOADS.iter().enumerate() {
+                for r in 0..rounds {
+                    let order = if r % 2 == 0 { [ours_i, floor_i] } else { [floor_i, ours_i] };
+                    for ti in order {
+                        let t = &targets[ti];
+                        let run = measured(
+                            &t.proc,
+                            open_loop(&t.clients[si], saturation * load, round.mul_f64(1.5)),
+                        )
+                        .await;
+                        open.entry((si, li, ti)).or_default().push(run);
+                    }
                 }
             }
         }
@@ -501,30 +517,63 @@ fn drive() -> Result<()> {
 
 // ---------------------------------------------------------------- profiling target
 
-/// Runs the full review on the load-test requests `n` times (default 2,000).
-fn profile(n: Option<usize>, sites: Option<usize>) -> Result<()> {
+/// `N [SITES [EVICT_MIB]]` of `--profile-review`, each a whole number if given.
+fn profile_args(args: &[String]) -> Result<(Option<usize>, Option<usize>, Option<usize>)> {
+    let names = ["N", "SITES", "EVICT_MIB"];
+    ensure!(
+        args.len() <= names.len(),
+        "usage: loadgen --profile-review [N [SITES [EVICT_MIB]]]"
+    );
+    let mut parsed = [None; 3];
+    for ((slot, name), arg) in parsed.iter_mut().zip(names).zip(args) {
+        *slot = Some(arg.parse().with_context(|| {
+            format!("--profile-review {name}={arg:?}: expected a whole number")
+        })?);
+    }
+    let [n, sites, evict] = parsed;
+    Ok((n, sites, evict))
+}
+
+/// Runs the full review on the load-test requests `n` times (default 2,000). With
+/// `evict_mib`, a buffer of that many MiB is written (one byte per cache line) before
+/// each review, so that every review starts with cold caches, as it does between requests
+/// on a shared host; only the reviews are timed.
+fn profile(n: Option<usize>, sites: Option<usize>, evict_mib: Option<usize>) -> Result<()> {
     let n = n.unwrap_or(2000);
     let cfg = common::config(ENTRIES);
     let bodies = bodies_of(sites.unwrap_or(PROFILE_SITES));
     let mean = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
     println!("mean body {mean} bytes");
+    let mut evict = vec![0u8; evict_mib.unwrap_or(0) << 20];
     let facts = NamespaceFacts::default();
     let mut bytes = 0;
     let chunk = n.div_ceil(10).max(1);
-    let (start, mut chunk_start, mut best) = (Instant::now(), Instant::now(), Duration::MAX);
+    let (mut total, mut this_chunk, mut best) = (Duration::ZERO, Duration::ZERO, Duration::MAX);
     for i in 0..n {
+        for line in evict.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(1);
+        }
+        std::hint::black_box(&mut evict);
+        let start = Instant::now();
         let out = admission::review(Endpoint::Mutate, &bodies[i % bodies.len()], &cfg, &facts)
             .map_err(|e| anyhow!("{e}"))?;
         bytes += std::hint::black_box(out).len();
+        this_chunk += start.elapsed();
         if (i + 1) % chunk == 0 {
-            best = best.min(chunk_start.elapsed());
-            chunk_start = Instant::now();
+            best = best.min(this_chunk);
+            total += std::mem::take(&mut this_chunk);
         }
     }
-    let total = start.elapsed();
-    println!("{n} reviews, {bytes} response bytes");
+    total += this_chunk;
     println!(
-        "wall per review: mean {:.2} us, best chunk of {chunk} {:.2} us",
+        "{n} reviews, {bytes} response bytes{}",
+        match evict_mib {
+            Some(m) if m > 0 => format!(", caches evicted ({m} MiB written) before each"),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "time per review: mean {:.2} us, best chunk of {chunk} {:.2} us",
         total.as_secs_f64() * 1e6 / n as f64,
         best.as_secs_f64() * 1e6 / chunk as f64
     );
