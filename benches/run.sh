@@ -2,7 +2,7 @@
 # The whole benchmark report in one run: micro-benchmarks (divan), then the load benchmark:
 # ours, the bare-TLS floor and both peers (kube-rs-example style, Go k8s.io/api) from the
 # same run, over HTTP/1.1 keep-alive, HTTP/2 and new connections, with the ratios the
-# performance targets are stated in. About 6 minutes once built; the first release build
+# performance targets are stated in. About 7 minutes once built; the first release build
 # takes several minutes more (the Go peer's first build fetches k8s.io/api).
 # Usage: benches/run.sh [| tee bench-report.md]
 set -euo pipefail
