@@ -531,6 +531,11 @@ fn profile_args(args: &[String]) -> Result<(Option<usize>, Option<usize>, Option
         })?);
     }
     let [n, sites, evict] = parsed;
+    // Enough to flush any cache this runs on, and bounded so a typo cannot exhaust memory.
+    ensure!(
+        evict.unwrap_or(0) <= 1024,
+        "--profile-review EVICT_MIB: at most 1024 (MiB)"
+    );
     Ok((n, sites, evict))
 }
 
