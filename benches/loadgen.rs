@@ -17,6 +17,9 @@
 //!   to another (`sched_setaffinity` before exec, so every thread inherits it; tokio and
 //!   Go size their worker pools from that mask: one worker each). The primary figure is
 //!   server CPU per review (`/proc/<pid>/task/*/schedstat`), far less noisy than req/s.
+//! * Where allowed (root or `CAP_SYS_NICE`), the servers run at `SCHED_FIFO` priority 1
+//!   and the client at nice -20, so the host's kernel threads stop preempting them under
+//!   load (`servers::Isolation`; `LOADGEN_ISOLATE=0` turns it off). The report says which.
 //! * The client never sleeps while it measures: the closed loop runs a yielding spinner
 //!   beside its connections (`LOADGEN_SPIN=0` turns it off), the open loop's pacer
 //!   yields until each due time. Over loopback a server pays, in its own CPU time, for
@@ -34,9 +37,11 @@
 //!
 //! Run: `benches/run.sh` (builds the Go peer, then this). Tunables (environment):
 //! `LOADGEN_SECS` (seconds per cell and round, default 2), `LOADGEN_ROUNDS` (default 3),
-//! `LOADGEN_PIN=0` (no pinning), `LOADGEN_SPIN=0` (a client that sleeps between answers);
+//! `LOADGEN_PIN=0` (no pinning), `LOADGEN_ISOLATE=0` (no real-time servers, no nice
+//! client), `LOADGEN_SPIN=0` (a client that sleeps between answers);
 //! `LOADGEN_HOLD=SECS` holds ours and the floor at saturation for a profiler instead (see
-//! `hold_settings`).
+//! `hold_settings`); `LOADGEN_TAIL=ROUNDS` takes the open loop's tail apart instead (see
+//! `loadgen/tail.rs`).
 //!
 //! `loadgen --profile-review N [SITES [EVICT_MIB]]` runs `admission::review` N times
 //! in-process on the same requests (Pods of SITES image sites, default 5; a target for
@@ -55,6 +60,8 @@ mod kube_peer;
 mod report;
 #[path = "loadgen/servers.rs"]
 mod servers;
+#[path = "loadgen/tail.rs"]
+mod tail;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,7 +80,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::client::{Client, Proto, Run, closed_loop, measured, open_loop};
 use crate::report::{effect, median, report, secrets_in};
-use crate::servers::{ServerProc, allowed_cpus, pin_to};
+use crate::servers::{Isolation, ServerProc, allowed_cpus, pin_to};
 
 /// Registry entries in the served config.
 const ENTRIES: usize = 1000;
@@ -211,8 +218,11 @@ fn drive() -> Result<()> {
     let pin: bool = env_or("LOADGEN_PIN", 1) != 0;
     let round = Duration::from_secs_f64(secs);
     let hold = hold_settings()?;
+    let tail_rounds = tail::settings()?;
 
-    // Pin before any thread exists: the runtime's workers inherit the mask.
+    // Pin and isolate before any thread exists: the runtime's workers inherit the mask
+    // and the nice value.
+    let isolation = Isolation::client();
     let cpus = allowed_cpus();
     let (client_cpu, server_cpu) = if pin && cpus.len() >= 2 {
         (Some(cpus[0]), Some(cpus[1]))
@@ -280,17 +290,17 @@ fn drive() -> Result<()> {
     let mut procs = vec![
         (
             "floor",
-            ServerProc::start("floor", &exe, &ours_arg("floor"), server_cpu)?,
+            ServerProc::start("floor", &exe, &ours_arg("floor"), server_cpu, isolation)?,
             Role::Floor,
         ),
         (
             "ours",
-            ServerProc::start("ours", &exe, &ours_arg("ours"), server_cpu)?,
+            ServerProc::start("ours", &exe, &ours_arg("ours"), server_cpu, isolation)?,
             Role::Ours,
         ),
         (
             "kube-rs",
-            ServerProc::start("kube-rs", &exe, &ours_arg("kube-rs"), server_cpu)?,
+            ServerProc::start("kube-rs", &exe, &ours_arg("kube-rs"), server_cpu, isolation)?,
             Role::Peer,
         ),
     ];
@@ -305,6 +315,7 @@ fn drive() -> Result<()> {
                 &go_peer,
                 &["--serve".as_ref(), dir.path().as_os_str()],
                 server_cpu,
+                isolation,
             )?,
             Role::Peer,
         ));
@@ -361,6 +372,8 @@ fn drive() -> Result<()> {
             _ => "nothing pinned; client and servers share the CPUs".into(),
         }
     );
+    let servers_fifo = targets.iter().all(|t| t.proc.is_real_time());
+    println!("isolation: {}", isolation.describe(servers_fifo));
     for (si, sites) in SIZES.iter().enumerate() {
         println!(
             "workload {}: POST /mutate, {VARIANTS} Pods with {sites} image site(s), requests {}-{} bytes, ours' answers {}-{} bytes; config with {ENTRIES} registry entries",
@@ -435,6 +448,19 @@ fn drive() -> Result<()> {
             }
         }
 
+        if let Some(tail_rounds) = tail_rounds {
+            tail::run(
+                &targets,
+                (ours_i, floor_i),
+                &size_name,
+                round,
+                tail_rounds,
+                (client_cpu, server_cpu),
+            )
+            .await;
+            return anyhow::Ok(None);
+        }
+
         if let Some((secs, si)) = hold {
             for t in &targets {
                 eprintln!("hold: {} pid {}", t.name, t.proc.pid());
@@ -493,7 +519,7 @@ fn drive() -> Result<()> {
     })?;
     drop(rt); // closes every connection
 
-    // `None` after the holds, which print their own figures.
+    // `None` after the holds or the tail runs, which print their own figures.
     if let Some((cells, open)) = measured_cells {
         // Idle: what each server burns with nothing to do.
         std::thread::sleep(Duration::from_millis(500));

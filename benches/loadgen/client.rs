@@ -136,9 +136,14 @@ pub(crate) struct Run {
     pub(crate) errors: usize,
     pub(crate) elapsed: Duration,
     pub(crate) server_cpu: Duration,
+    /// Times the server was preempted during the run (`ServerProc::preempted`).
+    pub(crate) preempted: u64,
     /// Open loop: how late the pacer released each request, in microseconds (the
     /// harness's own share of the latencies).
     pub(crate) pacer_lag: Vec<u32>,
+    /// Open loop: each answered request's due time, in microseconds from the start, in
+    /// the order of `lat` (for `LOADGEN_TAIL`'s episodes).
+    pub(crate) due_us: Vec<u32>,
 }
 
 impl Run {
@@ -291,7 +296,7 @@ impl Spinner {
 /// measured from the due time, so queueing behind a slow request counts (no coordinated
 /// omission).
 pub(crate) async fn open_loop(client: &Client, rate: f64, dur: Duration) -> Run {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, u32)>();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut senders = Vec::new();
     for _ in 0..H1_CONNS {
@@ -308,18 +313,22 @@ pub(crate) async fn open_loop(client: &Client, rate: f64, dur: Duration) -> Run 
             let rx = rx.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(1 << 14);
+                let mut due_us = Vec::with_capacity(1 << 14);
                 let mut errors = 0;
                 let mut i = k;
                 loop {
                     let due = { rx.lock().await.recv().await };
-                    let Some(due) = due else { break };
+                    let Some((due, offset)) = due else { break };
                     match client.send(&mut sender, i, false).await {
-                        Ok(_) => lat.push(due.elapsed().as_micros() as u32),
+                        Ok(_) => {
+                            lat.push(due.elapsed().as_micros() as u32);
+                            due_us.push(offset);
+                        }
                         Err(_) => errors += 1,
                     }
                     i += conns;
                 }
-                (lat, errors)
+                (lat, due_us, errors)
             })
         })
         .collect();
@@ -337,7 +346,7 @@ pub(crate) async fn open_loop(client: &Client, rate: f64, dur: Duration) -> Run 
                 tokio::task::yield_now().await;
             }
             lag.push(due.elapsed().as_micros() as u32);
-            if tx.send(due).is_err() {
+            if tx.send((due, (due - start).as_micros() as u32)).is_err() {
                 break;
             }
             due += interval;
@@ -347,8 +356,9 @@ pub(crate) async fn open_loop(client: &Client, rate: f64, dur: Duration) -> Run 
     let pacer_lag = pacer.await.expect("pacer task");
     let mut run = Run::default();
     for t in tasks {
-        let (lat, errors) = t.await.expect("load task");
+        let (lat, due_us, errors) = t.await.expect("load task");
         run.lat.extend(lat);
+        run.due_us.extend(due_us);
         run.errors += errors;
     }
     run.elapsed = start.elapsed();
@@ -362,8 +372,9 @@ pub(crate) async fn measured<F: std::future::Future<Output = Run>>(
     server: &ServerProc,
     f: F,
 ) -> Run {
-    let server_before = server.cpu();
+    let (cpu_before, preempted_before) = (server.cpu(), server.preempted());
     let mut run = f.await;
-    run.server_cpu = server.cpu().saturating_sub(server_before);
+    run.server_cpu = server.cpu().saturating_sub(cpu_before);
+    run.preempted = server.preempted().saturating_sub(preempted_before);
     run
 }

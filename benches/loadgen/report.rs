@@ -211,9 +211,9 @@ pub(crate) fn report(
     );
     println!();
     println!(
-        "| Pod | load | rate (req/s) | ours p50 ms | ours p99 ms | ours p99.9 ms | floor p99 ms | pacer lateness p99 ms | server CPU µs/review: floor / ours (ratio) | server core busy: floor / ours |"
+        "| Pod | load | rate (req/s) | ours p50 ms | ours p99 ms | ours p99.9 ms | floor p99 ms | pacer lateness p99 ms | server CPU µs/review: floor / ours (ratio) | server core busy: floor / ours | server preempted: floor / ours |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut open_p99 = Vec::new();
     let cells_of_open = size_name.iter().enumerate().flat_map(|(si, name)| {
         OPEN_LOADS
@@ -250,8 +250,11 @@ pub(crate) fn report(
                     .collect(),
             )
         };
+        // Times another task took the server's core in a run: host threads, unless the
+        // servers run real-time (`servers::Isolation`).
+        let preempted = |runs: &[Run]| median(runs.iter().map(|r| r.preempted as f64).collect());
         println!(
-            "| {name} | {:.0} % | {rate:.0} | {} | {} | {} | {} | {} | {:.1} / {:.1} ({equal_rate_ratio:.2}) | {:.0} % / {:.0} % |",
+            "| {name} | {:.0} % | {rate:.0} | {} | {} | {} | {} | {} | {:.1} / {:.1} ({equal_rate_ratio:.2}) | {:.0} % / {:.0} % | {:.0} / {:.0} |",
             load * 100.0,
             show(o.iter_mut().map(|r| r.pct(0.50)).collect(), 2),
             show(p99, 2),
@@ -262,6 +265,8 @@ pub(crate) fn report(
             median(o_cpu),
             busy(&f),
             busy(&o),
+            preempted(&f),
+            preempted(&o),
         );
     }
     println!();

@@ -53,6 +53,74 @@ pub(crate) fn pin_to(cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- isolation
+
+/// Keeps the host's own threads from preempting the measured processes, where this
+/// process may (root or `CAP_SYS_NICE`): every server runs at `SCHED_FIFO` priority 1,
+/// the client at nice -20.
+///
+/// Why: on the VM these figures come from, kernel threads share the two CPUs (DAMON's
+/// `kdamond` samples memory every 500 ms for about 1.4 ms a time; kworkers, RCU). Each
+/// one that wakes on a busy measured CPU takes it for a slice, and the open loop's
+/// requests queue behind that pause: about 100 preemptions of a server per 3 s run,
+/// late requests (over 1 ms) in 8-15 episodes of 5-40 ms, as many for the floor as for
+/// ours (`LOADGEN_TAIL`, BENCHMARKS.md "The open loop's tail, taken apart"). A real-time
+/// server is not preempted by them: they run when it waits for the next request. The
+/// client at nice -20 still yields to them, for a far shorter share. Busy loops are not
+/// a risk here: every server blocks when it has nothing to do, and the kernel keeps 5 %
+/// of each CPU for other tasks (`sched_rt_runtime_us`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// `LOADGEN_ISOLATE=0`.
+    Off,
+    /// Asked for and applied.
+    On,
+    /// Asked for, and the kernel refused (no `CAP_SYS_NICE`).
+    Refused,
+}
+
+impl Isolation {
+    /// Applies the client's half to the calling thread (and every thread it starts later),
+    /// unless `LOADGEN_ISOLATE=0`. The servers' half is `ServerProc::start`'s.
+    pub(crate) fn client() -> Isolation {
+        if crate::env_or("LOADGEN_ISOLATE", 1) == 0 {
+            return Isolation::Off;
+        }
+        // SAFETY: plain syscall on the calling thread (`who` 0), no pointers.
+        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } == 0;
+        if niced {
+            Isolation::On
+        } else {
+            Isolation::Refused
+        }
+    }
+
+    pub(crate) fn describe(self, servers_fifo: bool) -> &'static str {
+        match (self, servers_fifo) {
+            (Isolation::Off, _) => {
+                "off (LOADGEN_ISOLATE=0): host threads may preempt client and servers"
+            }
+            (Isolation::On, true) => {
+                "servers at SCHED_FIFO priority 1, client at nice -20 (host threads wait for an idle moment)"
+            }
+            (Isolation::On, false) => "client at nice -20; the servers' SCHED_FIFO was refused",
+            (Isolation::Refused, _) => {
+                "refused (needs root or CAP_SYS_NICE): host threads may preempt client and servers"
+            }
+        }
+    }
+}
+
+/// Makes the calling thread (and every thread it starts later) `SCHED_FIFO` priority 1.
+fn real_time() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: `param` outlives the call; async-signal-safe, so usable between fork and exec.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- server children
 
 /// `--serve ours|floor|kube-rs DIR`: serve until stdin closes.
@@ -134,23 +202,33 @@ pub(crate) struct ServerProc {
 }
 
 impl ServerProc {
-    /// Starts `program args…`, pinned to `cpu` if given, and reads its `PORT n` line.
+    /// Starts `program args…`, pinned to `cpu` if given and real-time if `isolation` is
+    /// on (see `Isolation`; a refusal leaves it an ordinary process, which
+    /// `is_real_time` tells), and reads its `PORT n` line.
     pub(crate) fn start(
         name: &'static str,
         program: &Path,
         args: &[&std::ffi::OsStr],
         cpu: Option<usize>,
+        isolation: Isolation,
     ) -> Result<ServerProc> {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(cpu) = cpu {
-            // SAFETY: `pin_to` only calls sched_setaffinity, which is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || pin_to(cpu));
-            }
+        let fifo = isolation == Isolation::On;
+        // SAFETY: `pin_to` and `real_time` only make async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(cpu) = cpu {
+                    pin_to(cpu)?;
+                }
+                if fifo {
+                    let _ = real_time(); // checked by the parent, `is_real_time`
+                }
+                Ok(())
+            });
         }
         let mut child = cmd
             .spawn()
@@ -175,6 +253,30 @@ impl ServerProc {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the child runs at `SCHED_FIFO`.
+    pub(crate) fn is_real_time(&self) -> bool {
+        // SAFETY: plain syscall on a pid, no pointers.
+        unsafe { libc::sched_getscheduler(self.pid() as libc::pid_t) == libc::SCHED_FIFO }
+    }
+
+    /// Times the child's threads were switched out while still runnable, so far
+    /// (`nonvoluntary_ctxt_switches` over `/proc/<pid>/task/*/status`): another task
+    /// took their CPU.
+    pub(crate) fn preempted(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
     }
 
     /// CPU time used so far by all the child's threads.
