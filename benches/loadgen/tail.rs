@@ -2,10 +2,12 @@
 //! and the floor take turns at half of ours' HTTP/1.1 saturation, ROUNDS times per size,
 //! and every run prints what its tail was made of: how many requests were late (over
 //! 1 ms), in how many episodes (late requests due within 1 ms of each other belong to
-//! one), how long the longest lasted, and the host's steal time on the client's and the
-//! server's CPU meanwhile (`/proc/stat`). Late requests spread thinly over a run point at
-//! the server's cost per request; a few long episodes that coincide with steal point at
-//! the host stopping a vCPU.
+//! one), how long the longest lasted, the host's steal time on the client's and the
+//! server's CPU meanwhile (`/proc/stat`), how often the server was preempted, and how many
+//! requests the pacer released more than 0.5 ms late. Late requests spread thinly over a
+//! run point at the server's cost per request; episodes that come with preemptions, steal
+//! or a late pacer point at something else taking the server's or the client's CPU
+//! (BENCHMARKS.md, "The open loop's tail, taken apart").
 
 use std::time::Duration;
 
@@ -133,8 +135,8 @@ pub(crate) async fn run(
                     run.lat.len(),
                     100.0 * late as f64 / run.lat.len().max(1) as f64,
                     100.0 * busy,
-                    (c1 - c0).as_millis(),
-                    (s1 - s0).as_millis(),
+                    c1.saturating_sub(c0).as_millis(),
+                    s1.saturating_sub(s0).as_millis(),
                     run.preempted,
                 );
             }
