@@ -62,9 +62,9 @@ pub(crate) fn pin_to(cpu: usize) -> std::io::Result<()> {
 /// Why: on the VM these figures come from, kernel threads share the two CPUs (DAMON's
 /// `kdamond` samples memory every 500 ms for about 1.4 ms a time; kworkers, RCU). Each
 /// one that wakes on a busy measured CPU takes it for a slice, and the open loop's
-/// requests queue behind that pause: about 100 preemptions of a server per 3 s run,
-/// late requests (over 1 ms) in 8-15 episodes of 5-40 ms, as many for the floor as for
-/// ours (`LOADGEN_TAIL`, BENCHMARKS.md "The open loop's tail, taken apart"). A real-time
+/// requests queue behind that pause: 60-150 preemptions of a server per 3 s run, late
+/// requests (over 1 ms) in 6-17 episodes of up to 34 ms, about as many for the floor as
+/// for ours (`LOADGEN_TAIL`, BENCHMARKS.md "The open loop's tail, taken apart"). A real-time
 /// server is not preempted by them: they run when it waits for the next request. The
 /// client at nice -20 still yields to them, for a far shorter share. Busy loops are not
 /// a risk here: every server blocks when it has nothing to do, and the kernel keeps 5 %
