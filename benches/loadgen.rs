@@ -502,14 +502,8 @@ fn drive() -> Result<()> {
             let saturation = median(cells[&(si, Proto::H1, ours_i)].iter().map(Run::rps).collect());
             for (li, load) in OPEN_LOADS.iter().enumerate() {
                 for r in 0..rounds {
-                    let order = if r % 2 == 0 { [ours_i, floor_i] } else { [floor_i, ours_i] };
-                    for ti in order {
-                        let t = &targets[ti];
-                        let run = measured(
-                            &t.proc,
-                            open_loop(&t.clients[si], saturation * load, round.mul_f64(1.5)),
-                        )
-                        .await;
+                    for ti in open_turns(r, ours_i, floor_i) {
+                        let run = open_run(&targets[ti], si, saturation * load, round).await;
                         open.entry((si, li, ti)).or_default().push(run);
                     }
                 }
@@ -539,6 +533,26 @@ fn drive() -> Result<()> {
         t.proc.stop()?;
     }
     Ok(())
+}
+
+/// Ours and the floor in round `r` of an open loop: alternating which goes first, so a
+/// drift in background load hits both.
+fn open_turns(r: usize, ours_i: usize, floor_i: usize) -> [usize; 2] {
+    if r.is_multiple_of(2) {
+        [ours_i, floor_i]
+    } else {
+        [floor_i, ours_i]
+    }
+}
+
+/// One open-loop run of `target` at `rate` with the Pods of size `si`, with its server's
+/// CPU time; 1.5 rounds long, for enough requests in the tail.
+async fn open_run(target: &Target, si: usize, rate: f64, round: Duration) -> Run {
+    measured(
+        &target.proc,
+        open_loop(&target.clients[si], rate, round.mul_f64(1.5)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- profiling target

@@ -151,6 +151,12 @@ impl Run {
         self.lat.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Share of its core the server kept busy over the run (its CPU time over the run's
+    /// length), 0-1.
+    pub(crate) fn busy(&self) -> f64 {
+        self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     /// Server CPU microseconds per request.
     pub(crate) fn cpu_per_req(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.lat.len().max(1) as f64)

@@ -243,13 +243,7 @@ pub(crate) fn report(
         // costs more than one of a saturated batch (wakeups, cold caches), so half of the
         // closed loop's rate can keep a core far more than half busy, and the tail of an
         // open loop grows steeply with that share.
-        let busy = |runs: &[Run]| {
-            median(
-                runs.iter()
-                    .map(|r| 100.0 * r.server_cpu.as_secs_f64() / r.elapsed.as_secs_f64())
-                    .collect(),
-            )
-        };
+        let busy = |runs: &[Run]| median(runs.iter().map(|r| 100.0 * r.busy()).collect());
         // Times another task took the server's core in a run: host threads, unless the
         // servers run real-time (`servers::Isolation`).
         let preempted = |runs: &[Run]| median(runs.iter().map(|r| r.preempted as f64).collect());

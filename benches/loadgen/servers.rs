@@ -265,18 +265,11 @@ impl ServerProc {
     /// (`nonvoluntary_ctxt_switches` over `/proc/<pid>/task/*/status`): another task
     /// took their CPU.
     pub(crate) fn preempted(&self) -> u64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return 0;
-        };
-        tasks
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .sum()
+        sum_over_threads(self.pid(), "status", |s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 
     /// CPU time used so far by all the child's threads.
@@ -330,17 +323,20 @@ impl Drop for ServerProc {
 
 /// Sum of on-CPU nanoseconds of every thread of `pid` (`/proc/<pid>/task/*/schedstat`).
 pub(crate) fn cpu_time(pid: u32) -> Duration {
-    let mut ns: u64 = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(ns)
+    Duration::from_nanos(sum_over_threads(pid, "schedstat", |s| {
+        s.split_whitespace().next().and_then(|v| v.parse().ok())
+    }))
+}
+
+/// The sum over every thread of `pid` of what `value` reads from its
+/// `/proc/<pid>/task/<tid>/<file>`; threads gone or unreadable count 0.
+fn sum_over_threads(pid: u32, file: &str, value: impl Fn(&str) -> Option<u64>) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join(file)).ok())
+        .filter_map(|s| value(&s))
+        .sum()
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::client::{Proto, Run, closed_loop, measured, open_loop};
+use crate::client::{Proto, Run, closed_loop};
 use crate::report::median;
 use crate::{OPEN_LOADS, Target};
 
@@ -112,20 +112,13 @@ pub(crate) async fn run(
         }
         let rate = median(sat) * load;
         for r in 0..rounds {
-            let order = if r % 2 == 0 {
-                [ours_i, floor_i]
-            } else {
-                [floor_i, ours_i]
-            };
-            for ti in order {
+            for ti in crate::open_turns(r, ours_i, floor_i) {
                 let t = &targets[ti];
                 let (c0, s0) = (steal(client_cpu), steal(server_cpu));
-                let mut run =
-                    measured(&t.proc, open_loop(&t.clients[si], rate, round.mul_f64(1.5))).await;
+                let mut run = crate::open_run(t, si, rate, round).await;
                 let (c1, s1) = (steal(client_cpu), steal(server_cpu));
                 let pacer_late = run.pacer_lag.iter().filter(|&&l| l > LATE_US / 2).count();
                 let (late, count, longest) = episodes(&run);
-                let busy = run.server_cpu.as_secs_f64() / run.elapsed.as_secs_f64().max(1e-9);
                 println!(
                     "| {name} | {} | {} | {rate:.0} | {:.2} | {:.2} | {late} of {} ({:.2} %) | {count} | {longest:.1} | {:.0} % | {} / {} | {} | {pacer_late} |",
                     r + 1,
@@ -134,7 +127,7 @@ pub(crate) async fn run(
                     run.pct(0.99),
                     run.lat.len(),
                     100.0 * late as f64 / run.lat.len().max(1) as f64,
-                    100.0 * busy,
+                    100.0 * run.busy(),
                     c1.saturating_sub(c0).as_millis(),
                     s1.saturating_sub(s0).as_millis(),
                     run.preempted,
